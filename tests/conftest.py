@@ -1,0 +1,40 @@
+"""Shared fixtures: the e2e cluster (started when missing) and the project images.
+
+Cluster tests take any cluster through a kubeconfig. By default they use the local
+cluster (``make cluster-up``); ``SIMDEV_KUBECONFIG`` points them at another test
+cluster, for example a kind cluster, whose context must still look like a test cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterlib import Cluster, ensure_images, local_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A reachable test cluster; the local one is brought up when needed."""
+    explicit = os.environ.get("SIMDEV_KUBECONFIG")
+    c = Cluster(Path(explicit)) if explicit else local_cluster(REPO)
+    c.refuse_unless_test_cluster()
+    c.wait_node_ready()
+    yield c
+
+
+@pytest.fixture(scope="session")
+def images(cluster: Cluster) -> dict[str, str]:
+    """Builds the project images and loads them into the cluster; returns name -> ref."""
+    return ensure_images(REPO, cluster)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Cluster tests share one node: run the fast unit tests first so they fail early.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("e2e") else 0)
+
