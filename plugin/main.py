@@ -1,2 +1,154 @@
-def main() -> None:
-    print("hi")
+"""Command line: ``simdev-plugin [--config FILE] [--log-format text|json] [run|check]``.
+
+Exit codes: 0 after a requested stop (SIGTERM/SIGINT), 1 when the plugin cannot
+work (socket, device files), 2 for bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from simdev.plugin import config as configuration
+from simdev.plugin.logs import FORMATS
+
+PROG = "simdev-plugin"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Kubelet device plugin serving simulated devices (API v1beta1). "
+        "Settings come from environment variables; see the plugin documentation.",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "check"),
+        default="run",
+        help="run the plugin (default), or check that a running plugin answers on its "
+        "socket (for liveness probes)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON file with settings in camelCase (nodeName, numberDevices, ...); "
+        "they override the environment",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="log line format (default: $LOG_FORMAT or text)",
+    )
+    return p
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log_format = args.log_format or os.environ.get("LOG_FORMAT") or "text"
+    if log_format not in FORMATS:
+        return _fail(f'invalid LOG_FORMAT "{log_format}": must be text or json', 2)
+    try:
+        cfg = configuration.load(os.environ, args.config)
+    except configuration.ConfigError as err:
+        return _fail(str(err), 2)
+
+    # gRPC's own C-core messages would break the one-line-per-event log; every
+    # failure that matters is logged by us. An explicit GRPC_VERBOSITY still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    if args.command == "check":
+        from simdev.plugin.healthcheck import check
+
+        return check(cfg.socket_path)
+    return _run(cfg, log_format)
+
+
+def _run(cfg: configuration.Config, log_format: str) -> int:
+    # Imported here so that configuration errors are reported without loading gRPC.
+    import logging
+
+    from simdev.plugin import logs
+    from simdev.plugin.allocation import AllocationSettings
+    from simdev.plugin.devices import DeviceModel, make_devices
+    from simdev.plugin.devnodes import DeviceNodeError, ensure_device_node
+    from simdev.plugin.kubelet import register_request
+    from simdev.plugin.server import PluginServer, ServerError
+    from simdev.plugin.service import (
+        MAX_WATCH_STREAMS,
+        UNARY_WORKERS,
+        DevicePluginService,
+        plugin_options,
+    )
+    from simdev.plugin.supervisor import Supervisor
+
+    logs.setup(log_format)
+    log = logging.getLogger("simdev.plugin")
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "node": cfg.node_name,
+                "resource": cfg.resource_name,
+                "devices": cfg.number_devices,
+                "socket": str(cfg.socket_path),
+            }
+        },
+    )
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    model = DeviceModel(make_devices(cfg.device_id_prefix, cfg.node_name, cfg.number_devices))
+    settings = AllocationSettings(
+        env_prefix=cfg.env_prefix,
+        device_file_prefix=cfg.device_file_prefix,
+        annotation_prefix=cfg.annotation_prefix,
+    )
+    if cfg.device_file_prefix:
+        # Create every device file now: a missing capability or host mount shows up
+        # at start instead of as a failed container later.
+        try:
+            created = sum(
+                ensure_device_node(cfg.host_dev_dir, f"{cfg.device_file_prefix}-{i}")
+                for i in range(cfg.number_devices)
+            )
+        except DeviceNodeError as err:
+            log.error("device files unavailable", extra={"fields": {"error": str(err)}})
+            return 1
+        log.info(
+            "device files ready",
+            extra={"fields": {"dir": str(cfg.host_dev_dir), "created": created}},
+        )
+
+    server = PluginServer(
+        cfg.socket_path,
+        lambda: DevicePluginService(model, settings, cfg.host_dev_dir),
+        workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
+    )
+    request = register_request(cfg.socket_name, cfg.resource_name, plugin_options())
+    try:
+        cfg.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+        Supervisor(server, cfg.kubelet_socket, request).run(stop)
+    except (ServerError, OSError) as err:
+        log.error("cannot serve", extra={"fields": {"error": str(err)}})
+        return 1
+    return 0

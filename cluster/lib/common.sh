@@ -1,13 +1,101 @@
-# Shared settings for the local-cluster scripts. Sourced, not run.
+# Shared settings and helpers for the local-cluster scripts. Sourced, not run.
 # shellcheck shell=bash
 
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
-# Compiled binaries and base images live outside the repo, keyed by version.
+# Compiled binaries and base images live outside the repo, keyed by version, and
+# survive `make cluster-clean`.
 SIMDEV_CACHE=${SIMDEV_CACHE:-/var/cache/simdev}
-# Cluster state (certificates, etcd data, logs, PID files).
+# Cluster state: certificates, etcd data, containerd images, logs.
 SIMDEV_STATE=${SIMDEV_STATE:-/var/lib/simdev-cluster}
+# Runtime files (PID files, sockets); gone after a reboot, as they should be.
+SIMDEV_RUN=${SIMDEV_RUN:-/run/simdev-cluster}
+# The kubelet keeps its standard root so /var/lib/kubelet/device-plugins is the real path.
+KUBELET_ROOT=/var/lib/kubelet
+
+# The node is named by its address: the kubelet refuses a loopback --node-ip but
+# takes the address from a node name that is an IP, and 127.0.0.1 is the only
+# address anything here may reach.
+NODE_NAME=127.0.0.1
+API_PORT=6443
+ETCD_CLIENT_PORT=2379
+ETCD_PEER_PORT=2380
+# Pods live on a bridge with this subnet; services are never routed (no kube-proxy).
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/16
+BRIDGE=simdev0
+
+PKI=$SIMDEV_STATE/pki
+LOGS=$SIMDEV_STATE/logs
+CONTAINERD_SOCK=$SIMDEV_RUN/containerd/containerd.sock
+ADMIN_KUBECONFIG=$SIMDEV_STATE/admin.kubeconfig
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 k8s_bin_dir() { echo "$SIMDEV_CACHE/k8s/$K8S_VERSION/bin"; }
+BIN=$(k8s_bin_dir)
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "the local cluster needs root (it runs containerd and the kubelet)"; }
+
+ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+pidfile() { echo "$SIMDEV_RUN/$1.pid"; }
+
+# running NAME: true when the PID file names a live process still running our binary.
+running() {
+  local f pid
+  f=$(pidfile "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -qa -- "$1" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+# start_daemon NAME CMD...: starts CMD in its own session, logging to LOGS/NAME.log.
+start_daemon() {
+  local name=$1; shift
+  mkdir -p "$LOGS" "$SIMDEV_RUN"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$(pidfile "$name")"
+}
+
+# stop_daemon NAME: SIGTERM, then SIGKILL after 15 s; removes the PID file.
+stop_daemon() {
+  local name=$1 pid i
+  if running "$name"; then
+    pid=$(cat "$(pidfile "$name")")
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 150); do
+      [ -d "/proc/$pid" ] || break
+      sleep 0.1
+    done
+    if [ -d "/proc/$pid" ]; then
+      log "$name did not stop on SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD every half second.
+wait_until() {
+  local limit=$1 what=$2 deadline; shift 2
+  deadline=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+kubectl_admin() { "$BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+# Base images built locally (no registry is reachable): name -> reference.
+base_image_ref() {
+  case $1 in
+    pause) echo "localhost/pause:3.10" ;;
+    busybox) echo "docker.io/library/busybox:1.36" ;;
+    python) echo "docker.io/library/python:3.11-slim-bookworm" ;;
+    *) die "unknown base image $1" ;;
+  esac
+}
+base_image_tar() { echo "$SIMDEV_CACHE/images/$1.tar"; }

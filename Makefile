@@ -1,0 +1,101 @@
+# simdev: everything a developer or CI runs goes through these targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+VBIN := $(VENV)/bin
+CLUSTER := cluster
+# Tests and scripts pick these up; KUBECONFIG overrides the local cluster.
+export KUBECTL ?= $(shell bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl')
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+## ---- set-up -------------------------------------------------------------
+.PHONY: setup deps venv
+setup: deps venv ## Install everything: Debian packages, Kubernetes binaries, Python venv
+	@bash $(CLUSTER)/build-k8s.sh >/dev/null
+
+deps: ## Debian packages (containerd, runc, CNI plugins, etcd, buildah, ...)
+	@bash $(CLUSTER)/install-deps.sh
+
+venv: $(VBIN)/.installed ## Python venv with the project and its dev tools
+$(VBIN)/.installed: pyproject.toml
+	@test -x $(VBIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(VBIN)/pip install -q --upgrade pip
+	@$(VBIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+## ---- checks -------------------------------------------------------------
+.PHONY: test lint typecheck unit
+test: setup lint ## Lint, type-check and run every test, the cluster ones included (what CI runs)
+	$(VBIN)/pytest
+
+unit: venv ## Only the tests that need no cluster
+	$(VBIN)/pytest -m 'not e2e'
+
+lint: venv typecheck ## ruff and mypy
+	$(VBIN)/ruff check .
+	$(VBIN)/ruff format --check .
+
+# plugin/ and operator/ are the packages simdev.plugin and simdev.operator: mypy
+# sees them through a symlinked tree with the installed names.
+typecheck: venv
+	@mkdir -p build/typecheck/simdev
+	@ln -sfn ../../../plugin build/typecheck/simdev/plugin
+	@ln -sfn ../../../operator build/typecheck/simdev/operator
+	cd build/typecheck && MYPYPATH=. ../../$(VBIN)/mypy --config-file ../../pyproject.toml -p simdev.plugin -p simdev.operator
+	$(VBIN)/mypy tests bench
+
+.PHONY: proto
+proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto
+	@PATH=$(abspath $(VBIN)):$$PATH bash scripts/gen-proto.sh
+
+## ---- local cluster --------------------------------------------------------
+.PHONY: cluster-up cluster-down cluster-clean cluster-kubeconfig cluster-kubectl
+cluster-up: deps ## Start (building what is missing) the local cluster; idempotent
+	@bash $(CLUSTER)/up.sh
+
+cluster-down: ## Stop every process of the local cluster; keep its state
+	@bash $(CLUSTER)/down.sh
+
+cluster-clean: ## Stop the cluster and delete its state (binaries stay cached)
+	@bash $(CLUSTER)/clean.sh
+
+cluster-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
+	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG'
+
+cluster-kubectl: ## Print the path of the kubectl that matches the cluster
+	@echo $(KUBECTL)
+
+## ---- images -------------------------------------------------------------
+.PHONY: images cluster-load-images
+images: ## Build the operator and plugin images (buildah here; docker or podman when present)
+	@bash $(CLUSTER)/images.sh build
+
+cluster-load-images: ## Import the built images into the local cluster's containerd
+	@bash $(CLUSTER)/images.sh load-local
+
+## ---- kind (for machines with Docker) --------------------------------------
+.PHONY: kind-up kind-down kind-load-images
+kind-up: ## Create a kind cluster named simdev (needs Docker and kind)
+	@bash $(CLUSTER)/kind.sh up
+
+kind-down: ## Delete the kind cluster
+	@bash $(CLUSTER)/kind.sh down
+
+kind-load-images: ## Load the built images into the kind cluster
+	@bash $(CLUSTER)/images.sh load-kind
+
+## ---- operator -------------------------------------------------------------
+.PHONY: deploy undeploy demo
+deploy: ## Build and load the images, then install the CRD and the operator (honours KUBECONFIG)
+	@bash scripts/deploy.sh
+
+undeploy: ## Delete every SimulatedDevice, wait for cleanup, remove the operator and the CRD
+	@bash scripts/undeploy.sh
+
+demo: setup ## Local cluster + operator + a sample SimulatedDevice + a consumer pod
+	@bash scripts/demo.sh

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local cluster and the image builds need.
+# Idempotent: apt is only called for packages that are missing.
+set -euo pipefail
+packages=(
+  containerd runc containernetworking-plugins etcd-server buildah
+  catatonit busybox-static debootstrap iproute2 iptables util-linux kmod
+  openssl ca-certificates curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+[ "$(id -u)" -eq 0 ] || { echo "install-deps: needs root to install: ${missing[*]}" >&2; exit 1; }
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package may start its own containerd; the cluster runs a private one.
+if command -v service >/dev/null && service containerd status >/dev/null 2>&1; then
+  service containerd stop >/dev/null 2>&1 || true
+fi

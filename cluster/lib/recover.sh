@@ -1,0 +1,61 @@
+# Cleanup of what a stopped or killed cluster leaves behind, and the host
+# network rules the cluster needs. Sourced.
+# shellcheck shell=bash
+
+# Shims outlive containerd; they are ours when they name our containerd socket.
+kill_shims() {
+  local pids
+  pids=$(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" || true)
+  [ -n "$pids" ] || return 0
+  log "killing leftover containerd shims and their containers: $(echo $pids)"
+  # The shim's children are the containers; take them down with it.
+  for pid in $pids; do
+    pkill -KILL -P "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# Every mount point under the cluster's directories, deepest first.
+our_mounts() {
+  awk '{print $5}' /proc/self/mountinfo | grep -E \
+    "^($SIMDEV_RUN|$SIMDEV_STATE/containerd|$KUBELET_ROOT/pods|/run/netns/cni-)" | sort -r || true
+}
+
+unmount_ours() {
+  local m n=0
+  while read -r m; do
+    [ -n "$m" ] || continue
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+    n=$((n + 1))
+  done < <(our_mounts)
+  [ "$n" -eq 0 ] || log "unmounted $n leftover mounts"
+  rm -f /run/netns/cni-* 2>/dev/null || true
+}
+
+# Called when containerd is not running: nothing of ours can still be in use.
+sweep_leftovers() {
+  local name
+  for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    running "$name" && stop_daemon "$name"
+    rm -f "$(pidfile "$name")"
+  done
+  kill_shims
+  unmount_ours
+  # Pod IP leases and runtime state describe sandboxes that no longer exist.
+  rm -rf "$SIMDEV_RUN/cni-ipam" "$SIMDEV_RUN/containerd/state"
+  rm -f "$(pidfile containerd)"
+}
+
+setup_network() {
+  # A packet to a service IP would otherwise follow the default route off the machine.
+  ip route replace blackhole "$SERVICE_CIDR"
+  # Pods have no default route; this also drops anything forwarded out of the pod subnet.
+  iptables -C FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP 2>/dev/null \
+    || iptables -I FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP
+}
+
+teardown_network() {
+  ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
+  while iptables -D FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP 2>/dev/null; do :; done
+  ip link del "$BRIDGE" 2>/dev/null || true
+}

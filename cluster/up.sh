@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Brings the local single-node cluster up: builds what is missing, starts what
+# is not running, and waits for the node to be Ready. Idempotent.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/common.sh"
+. "$here/lib/pki.sh"
+. "$here/lib/config.sh"
+. "$here/lib/recover.sh"
+
+need_root
+t0=$(date +%s)
+step_start=$t0
+did=()
+step() {
+  local now; now=$(date +%s)
+  did+=("$1")
+  log "$1 ($(( now - step_start ))s)"
+  step_start=$now
+}
+
+bash "$here/install-deps.sh"
+bash "$here/build-k8s.sh" >/dev/null
+bash "$here/base-images.sh" pause busybox
+step "checked dependencies, binaries and base images"
+
+mkdir -p "$SIMDEV_STATE" "$SIMDEV_RUN" "$LOGS"
+make_pki
+write_containerd_config
+write_cni_config
+write_kubelet_config
+
+if ! running containerd; then
+  # Nothing of ours is alive: whatever a killed cluster left behind goes first.
+  sweep_leftovers
+  step "swept leftovers of a previous run"
+fi
+setup_network
+
+if ! running containerd; then
+  start_daemon containerd containerd --config "$SIMDEV_STATE/containerd/config.toml"
+  wait_until 60 "containerd" ctr --address "$CONTAINERD_SOCK" version \
+    || die "containerd did not start; see $LOGS/containerd.log"
+  step "started containerd"
+fi
+for image in pause busybox; do
+  ref=$(base_image_ref "$image")
+  # Listed first, then searched: grep -q closing the pipe early would fail pipefail.
+  if ! grep -qx "$ref" <<<"$(ctr_k8s images ls -q)"; then
+    ctr_k8s images import --no-unpack=false "$(base_image_tar "$image")" >/dev/null
+    step "imported $ref"
+  fi
+done
+
+etcd_healthy() { curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+start_etcd() {
+  start_daemon etcd etcd --name simdev --data-dir "$SIMDEV_STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "simdev=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls "http://127.0.0.1:2381" \
+    --quota-backend-bytes 2147483648 --auto-compaction-retention 1h
+}
+if ! running etcd; then
+  start_etcd
+  if ! wait_until 60 "etcd" etcd_healthy; then
+    # Data a killed etcd left unreadable is not worth more than a working cluster.
+    stop_daemon etcd
+    mv "$SIMDEV_STATE/etcd" "$SIMDEV_STATE/etcd.broken.$(date +%s)"
+    log "etcd could not use its data; moved it aside and starting empty"
+    start_etcd
+    wait_until 60 "etcd" etcd_healthy || die "etcd did not start; see $LOGS/etcd.log"
+  fi
+  step "started etcd"
+fi
+
+apiserver_ready() {
+  curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$API_PORT/readyz" | grep -q ok
+}
+if ! running kube-apiserver; then
+  start_daemon kube-apiserver "$BIN/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --endpoint-reconciler-type=none \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --allow-privileged=true \
+    --client-ca-file="$PKI/ca.crt" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --profiling=false --v=1
+  wait_until 120 "kube-apiserver" apiserver_ready \
+    || die "kube-apiserver did not become ready; see $LOGS/kube-apiserver.log"
+  step "started kube-apiserver"
+fi
+
+if ! running kube-controller-manager; then
+  start_daemon kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig="$SIMDEV_STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$SIMDEV_STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$SIMDEV_STATE/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --use-service-account-credentials=true \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --profiling=false --v=1
+  step "started kube-controller-manager"
+fi
+
+if ! running kube-scheduler; then
+  start_daemon kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig="$SIMDEV_STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$SIMDEV_STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$SIMDEV_STATE/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+  step "started kube-scheduler"
+fi
+
+if ! running kubelet; then
+  mkdir -p "$KUBELET_ROOT"
+  start_daemon kubelet "$BIN/kubelet" \
+    --config="$SIMDEV_STATE/kubelet-config.yaml" \
+    --kubeconfig="$SIMDEV_STATE/kubelet.kubeconfig" \
+    --hostname-override="$NODE_NAME" \
+    --root-dir="$KUBELET_ROOT" --v=1
+  step "started kubelet"
+fi
+
+node_ready() {
+  kubectl_admin get node "$NODE_NAME" 2>/dev/null \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
+}
+if ! node_ready; then
+  wait_until 180 "node Ready" node_ready \
+    || die "node $NODE_NAME did not become Ready; see $LOGS/kubelet.log"
+  step "node $NODE_NAME Ready"
+fi
+
+# Pods are refused until the controllers have made the default service account.
+sa_ready() { kubectl_admin -n default get serviceaccount default >/dev/null 2>&1; }
+sa_ready || wait_until 60 "default service account" sa_ready \
+  || die "kube-controller-manager made no service accounts; see $LOGS/kube-controller-manager.log"
+
+if [ ${#did[@]} -eq 1 ]; then
+  log "cluster already up ($(( $(date +%s) - t0 ))s)"
+else
+  log "cluster up in $(( $(date +%s) - t0 ))s; kubeconfig: $ADMIN_KUBECONFIG"
+fi

@@ -1,0 +1,226 @@
+"""Pure builders: one SimulatedDevice in, the Kubernetes objects that serve it out, as dicts.
+
+Nothing here talks to the API server, so every rule about what gets deployed is unit-tested
+without a cluster. The I/O layer applies the results as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+from simdev.operator.model import (
+    CONFIG_HASH_ANNOTATION,
+    CREATED_NAMESPACE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    OWNER_LABEL,
+    Device,
+    child_name,
+)
+
+DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+HOST_DEV_DIR = "/host/dev"
+CONFIG_DIR = "/etc/simdev"
+CONFIG_FILE = "config.yaml"
+CONTAINER_NAME = "plugin"
+
+# Hostpath volumes and a root user are forbidden by the baseline Pod Security level.
+PRIVILEGED_NAMESPACE_LABELS = {
+    f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")
+}
+
+# A plugin idles between kubelet calls; these keep it schedulable on a full node and stop a
+# runaway one from hurting the node.
+PLUGIN_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def common_labels(device: Device) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "simdev-plugin",
+        "app.kubernetes.io/instance": device.name,
+        "app.kubernetes.io/component": "device-plugin",
+        "app.kubernetes.io/part-of": "simdev",
+        MANAGED_BY_LABEL: MANAGER,
+        OWNER_LABEL: device.name,
+    }
+
+
+def selector_labels(device: Device) -> dict[str, str]:
+    # Selectors are immutable: they use only what never changes for a given object.
+    return {"app.kubernetes.io/name": "simdev-plugin", OWNER_LABEL: device.name}
+
+
+def namespace(device: Device) -> dict[str, Any]:
+    """The target namespace as the operator creates it when it is missing.
+
+    It is owned by (not controlled by) the SimulatedDevice: every SimulatedDevice that deploys
+    into it adds its own owner reference, and the garbage collector deletes the namespace
+    only once all of them are gone.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": device.spec.namespace,
+            "labels": {
+                **PRIVILEGED_NAMESPACE_LABELS,
+                MANAGED_BY_LABEL: MANAGER,
+                CREATED_NAMESPACE_LABEL: "true",
+            },
+            "ownerReferences": [device.owner_reference(controller=False)],
+        },
+    }
+
+
+def _metadata(device: Device) -> dict[str, Any]:
+    return {
+        "name": child_name(device.name),
+        "namespace": device.spec.namespace,
+        "labels": common_labels(device),
+        "ownerReferences": [device.owner_reference()],
+    }
+
+
+def service_account(device: Device) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(device),
+        # The plugin never calls the API server, so it gets no token.
+        "automountServiceAccountToken": False,
+    }
+
+
+def plugin_config(device: Device) -> dict[str, Any]:
+    """The plugin's configuration file (camelCase keys); NODE_NAME comes from the pod."""
+    spec = device.spec
+    config: dict[str, Any] = {
+        "resourceName": spec.resource_name,
+        "pluginName": spec.plugin_name,
+        "numberDevices": spec.number_devices,
+        "deviceIdPrefix": spec.device_id_prefix,
+        "annotationPrefix": spec.annotation_prefix,
+        "envPrefix": spec.env_prefix,
+        "deviceFilePrefix": spec.device_file_prefix,
+        "devicePluginDir": DEVICE_PLUGIN_DIR,
+    }
+    if spec.device_file_prefix:
+        config["hostDevDir"] = HOST_DEV_DIR
+    return config
+
+
+def render_config(device: Device) -> str:
+    return yaml.safe_dump(plugin_config(device), sort_keys=True)
+
+
+def config_hash(device: Device) -> str:
+    """A short digest of the configuration: put on the pod template, it rolls the pods."""
+    return hashlib.sha256(render_config(device).encode()).hexdigest()[:16]
+
+
+def config_map(device: Device) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(device),
+        "data": {CONFIG_FILE: render_config(device)},
+    }
+
+
+def _container(device: Device, image: str) -> dict[str, Any]:
+    with_dev = bool(device.spec.device_file_prefix)
+    mounts: list[dict[str, Any]] = [
+        {"name": "device-plugins", "mountPath": DEVICE_PLUGIN_DIR},
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if with_dev:
+        mounts.append({"name": "host-dev", "mountPath": HOST_DEV_DIR})
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if with_dev:
+        # Creating the simulated device nodes is mknod(2) on the host's /dev.
+        capabilities["add"] = ["MKNOD"]
+    return {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["simdev-plugin"],
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "LOG_FORMAT", "value": "json"},
+        ],
+        "resources": PLUGIN_RESOURCES,
+        "securityContext": {
+            # Root owns the kubelet's socket directory and the host's /dev.
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": capabilities,
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def _volumes(device: Device) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "device-plugins",
+            "hostPath": {"path": DEVICE_PLUGIN_DIR, "type": "Directory"},
+        },
+        {"name": "config", "configMap": {"name": child_name(device.name)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+    if device.spec.device_file_prefix:
+        volumes.append({"name": "host-dev", "hostPath": {"path": "/dev", "type": "Directory"}})
+    return volumes
+
+
+def daemon_set(device: Device, default_image: str) -> dict[str, Any]:
+    spec = device.spec
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": child_name(device.name),
+        "automountServiceAccountToken": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_container(device, spec.image or default_image)],
+        "volumes": _volumes(device),
+        # The plugin only has to close its socket on SIGTERM.
+        "terminationGracePeriodSeconds": 10,
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _metadata(device),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(device)},
+            # Two plugins on one node would fight over the same socket: never surge.
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+            },
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {
+                    "labels": common_labels(device),
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(device)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def namespaced_objects(device: Device, default_image: str) -> list[dict[str, Any]]:
+    """Everything that lives in the target namespace, in the order it must be applied.
+
+    The ConfigMap comes before the DaemonSet so that new pods read the new configuration.
+    """
+    return [service_account(device), config_map(device), daemon_set(device, default_image)]

@@ -1,0 +1,90 @@
+"""Which SimulatedDevices may deploy when several claim the same resource or socket.
+
+Two plugins that register the same resource name replace each other in the kubelet, and two
+plugins with the same plugin name listen on the same socket file. Both break every node, so
+only one object per resource name and per plugin name is deployed: the one created first
+(ties broken by name). The socket directory is one host path shared by every namespace, so the
+plugin name clashes whatever namespace each object deploys into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simdev.operator.model import Device
+
+CONFLICT_REASON = "Conflict"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why a SimulatedDevice is not deployed: another one holds what it claims."""
+
+    holder: str
+    field: str
+    value: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"spec.{self.field} {self.value!r} is already served by SimulatedDevice "
+            f"{self.holder!r}, which was created earlier; this one is not deployed until "
+            f"{self.holder!r} is deleted or changed"
+        )
+
+
+def _claims(device: Device) -> list[tuple[str, str]]:
+    return [
+        ("resourceName", device.spec.resource_name),
+        ("pluginName", device.spec.plugin_name),
+    ]
+
+
+def resolve(devices: Iterable[Device]) -> dict[str, Conflict | None]:
+    """Maps every object's name to the conflict that keeps it from deploying, or None.
+
+    Objects are admitted in creation order; one is admitted when nothing it claims is held
+    by an object admitted before it. An object that lost a conflict holds nothing, so it
+    does not block a third one: the outcome depends only on the set of objects.
+    """
+    held: dict[tuple[str, str], str] = {}
+    result: dict[str, Conflict | None] = {}
+    for device in sorted(devices, key=lambda d: (d.created, d.name)):
+        conflict = next(
+            (Conflict(held[claim], *claim) for claim in _claims(device) if claim in held),
+            None,
+        )
+        result[device.name] = conflict
+        if conflict is None:
+            for claim in _claims(device):
+                held[claim] = device.name
+    return result
+
+
+def recorded_conflict(status: Mapping[str, Any]) -> str | None:
+    """The conflict message a status currently reports, or None when it reports none."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready" and condition.get("reason") == CONFLICT_REASON:
+            return str(condition.get("message", ""))
+    return None
+
+
+def stale_conflicts(devices: Iterable[Device]) -> list[str]:
+    """Names of objects whose reported conflict no longer matches the current set of objects.
+
+    Called on every change of any SimulatedDevice: when the holder of a claim is deleted or
+    changes its claims, the objects waiting behind it are reconciled at once.
+    """
+    live = list(devices)
+    verdicts = resolve(live)
+    stale = []
+    for device in live:
+        if device.deleting:
+            continue
+        conflict = verdicts[device.name]
+        wanted = conflict.message if conflict else None
+        if recorded_conflict(device.status) != wanted:
+            stale.append(device.name)
+    return sorted(stale)

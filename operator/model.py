@@ -1,0 +1,131 @@
+"""The SimulatedDevice API as the operator sees it: identifiers, defaults and typed snapshots.
+
+A snapshot is taken from each watched object as it arrives and kept in a kopf index; the
+reconciler reads only these snapshots, so every decision is made from plain, immutable data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP = "simdev.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SimulatedDevice"
+PLURAL = "simulateddevices"
+
+# The schema applies these defaults; they are repeated here so that an object the API server
+# has not defaulted (an older stored version, a test body) still means the same thing.
+DEFAULT_NAMESPACE = "simple-device-plugin"
+DEFAULT_RESOURCE_NAME = "example.com/simple-device"
+DEFAULT_NUMBER_DEVICES = 2
+DEFAULT_DEVICE_ID_PREFIX = "simple-device"
+# One ListAndWatch message lists every device of a node and must stay under the kubelet's
+# 4 MiB gRPC limit; docs/operator.md shows the arithmetic behind this bound.
+MAX_NUMBER_DEVICES = 4096
+
+MANAGER = "simdev-operator"
+FINALIZER = "simdev.io/finalizer"
+OWNER_LABEL = "simdev.io/simulated-device"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Marks a namespace the operator created (and may therefore delete); a namespace without it
+# belonged to someone else and is never adopted.
+CREATED_NAMESPACE_LABEL = "simdev.io/created-namespace"
+CONFIG_HASH_ANNOTATION = "simdev.io/config-hash"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """The effective spec of a SimulatedDevice, with every default resolved."""
+
+    namespace: str
+    plugin_name: str
+    resource_name: str
+    number_devices: int
+    device_id_prefix: str
+    annotation_prefix: str
+    env_prefix: str
+    device_file_prefix: str
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[Mapping[str, Any], ...]
+    image: str | None
+
+
+@dataclass(frozen=True)
+class Device:
+    """An immutable snapshot of one SimulatedDevice object."""
+
+    name: str
+    uid: str
+    generation: int
+    created: str
+    deleting: bool
+    spec: DeviceSpec
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Device:
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        name = str(meta["name"])
+        return cls(
+            name=name,
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            # RFC 3339 timestamps of one format sort as strings, which is all we need.
+            created=str(meta.get("creationTimestamp") or ""),
+            deleting=bool(meta.get("deletionTimestamp")),
+            spec=DeviceSpec(
+                namespace=str(spec.get("namespace") or DEFAULT_NAMESPACE),
+                # The schema cannot default a field from metadata, so the operator does it.
+                plugin_name=str(spec.get("pluginName") or name),
+                resource_name=str(spec.get("resourceName") or DEFAULT_RESOURCE_NAME),
+                number_devices=_int_or(spec.get("numberDevices"), DEFAULT_NUMBER_DEVICES),
+                device_id_prefix=str(spec.get("deviceIdPrefix") or DEFAULT_DEVICE_ID_PREFIX),
+                annotation_prefix=str(spec.get("annotationPrefix") or ""),
+                env_prefix=str(spec.get("envPrefix") or ""),
+                device_file_prefix=str(spec.get("deviceFilePrefix") or ""),
+                node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())),
+                tolerations=tuple(spec.get("tolerations") or ()),
+                image=spec.get("image") or None,
+            ),
+            status=dict(body.get("status") or {}),
+        )
+
+    def owner_reference(self, *, controller: bool = True) -> dict[str, Any]:
+        """An owner reference to this object, so that deleting it garbage-collects dependents.
+
+        blockOwnerDeletion stays off: it would need update rights on the finalizers
+        subresource and buys nothing, since the operator's own finalizer orders deletion.
+        """
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": controller,
+            "blockOwnerDeletion": False,
+        }
+
+    def event_target(self) -> dict[str, Any]:
+        """The minimal body kopf needs to post a Kubernetes Event about this object."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name, "uid": self.uid},
+        }
+
+
+def _int_or(value: Any, default: int) -> int:
+    return default if value is None else int(value)
+
+
+def child_name(device_name: str) -> str:
+    """The name of the ServiceAccount, ConfigMap and DaemonSet that serve one SimulatedDevice.
+
+    Derived from the object's name alone, so a restarted operator finds (and never
+    duplicates) what it made before; the CRD limits names to 63 characters.
+    """
+    return f"simdev-{device_name}"

@@ -1,0 +1,192 @@
+"""Pure status logic: what a SimulatedDevice's status says, given what was observed.
+
+Also decides which status transitions deserve a Kubernetes Event, so that events are posted
+once per transition instead of once per reconcile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simdev.operator.conflicts import CONFLICT_REASON, Conflict
+from simdev.operator.model import Device
+from simdev.operator.observed import DaemonSetState, DeviceTotals
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The Ready and Progressing conditions, before timestamps are attached."""
+
+    ready: bool
+    reason: str
+    message: str
+    progressing: bool
+    progressing_reason: str
+    progressing_message: str
+
+
+def judge(
+    device: Device,
+    *,
+    conflict: Conflict | None,
+    daemon_set: DaemonSetState | None,
+    totals: DeviceTotals,
+    error: str | None = None,
+) -> Verdict:
+    resource = device.spec.resource_name
+    if conflict is not None:
+        return Verdict(False, CONFLICT_REASON, conflict.message, False, CONFLICT_REASON, "")
+    if error is not None:
+        return Verdict(False, "ReconcileError", error, True, "Retrying", "retrying with backoff")
+    if daemon_set is None or daemon_set.deleting:
+        msg = "the plugin DaemonSet does not exist yet"
+        return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
+    if daemon_set.observed_generation < daemon_set.generation:
+        msg = "the DaemonSet controller has not yet seen the latest plugin DaemonSet"
+        return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
+    if daemon_set.desired == 0:
+        msg = "no node matches spec.nodeSelector and spec.tolerations, so no plugin runs"
+        return Verdict(False, "NoMatchingNodes", msg, False, "NoMatchingNodes", msg)
+    if not daemon_set.rolled_out:
+        msg = (
+            f"{daemon_set.ready} of {daemon_set.desired} plugin pods ready, "
+            f"{daemon_set.updated} up to date"
+        )
+        return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
+    expected = device.spec.number_devices * daemon_set.desired
+    if totals.allocatable != expected:
+        msg = (
+            f"nodes offer {totals.allocatable} {resource}, expected {expected} "
+            f"({device.spec.number_devices} on each of {daemon_set.desired} nodes); "
+            "waiting for the kubelet to report them"
+        )
+        return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
+    msg = f"{daemon_set.desired} nodes offer {device.spec.number_devices} {resource} each"
+    return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")
+
+
+def _condition(
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    before = next((c for c in previous.get("conditions") or () if c.get("type") == kind), None)
+    # By convention the transition time moves only when the status flips.
+    since = before.get("lastTransitionTime") if before and before.get("status") == value else None
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or now,
+    }
+
+
+def build_status(
+    device: Device,
+    *,
+    conflict: Conflict | None,
+    daemon_set: DaemonSetState | None,
+    totals: DeviceTotals,
+    now: str,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The complete status of one SimulatedDevice; device.status supplies the old one."""
+    verdict = judge(device, conflict=conflict, daemon_set=daemon_set, totals=totals, error=error)
+    previous = device.status
+    deployed = daemon_set if conflict is None and daemon_set and not daemon_set.deleting else None
+    return {
+        "observedGeneration": device.generation,
+        "pluginName": device.spec.plugin_name,
+        "conditions": [
+            _condition(
+                READY,
+                verdict.ready,
+                verdict.reason,
+                verdict.message,
+                device.generation,
+                previous,
+                now,
+            ),
+            _condition(
+                PROGRESSING,
+                verdict.progressing,
+                verdict.progressing_reason,
+                verdict.progressing_message,
+                device.generation,
+                previous,
+                now,
+            ),
+        ],
+        "daemonSet": (
+            {
+                "namespace": deployed.namespace,
+                "name": deployed.name,
+                "desiredNumberScheduled": deployed.desired,
+                "numberReady": deployed.ready,
+                "updatedNumberScheduled": deployed.updated,
+                "numberAvailable": deployed.available,
+            }
+            if deployed
+            else None
+        ),
+        # A ready/desired string, since printer columns cannot combine two fields.
+        "nodes": f"{deployed.ready}/{deployed.desired}" if deployed else "0/0",
+        "devices": totals.as_status(),
+    }
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch turning old into new at the top level, or None if they are equal.
+
+    A None value deletes a key in a merge patch, which is how a withdrawn DaemonSet leaves
+    the status.
+    """
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k, v in old.items() if k not in new and v is not None})
+    return patch or None
+
+
+def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    for c in status.get("conditions") or ():
+        if c.get("type") == READY:
+            return dict(c)
+    return {}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+def transition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
+    """The Events worth posting when a status changes from old to new."""
+    before, after = _ready(old), _ready(new)
+    was_ready, is_ready = before.get("status") == "True", after.get("status") == "True"
+    reason, message = str(after.get("reason", "")), str(after.get("message", ""))
+    same = before.get("reason") == reason and before.get("message") == message
+    events: list[Event] = []
+    if before.get("reason") == CONFLICT_REASON and reason != CONFLICT_REASON:
+        events.append(
+            Event("Normal", "ConflictResolved", "nothing else claims its resource; deploying")
+        )
+    if is_ready and not was_ready:
+        events.append(Event("Normal", "Ready", message))
+    elif not is_ready and not same and reason in (CONFLICT_REASON, "ReconcileError"):
+        events.append(Event("Warning", reason, message))
+    elif (not is_ready and was_ready) or (reason == "NoMatchingNodes" and not same):
+        events.append(Event("Warning", "NotReady", f"{reason}: {message}"))
+    return events

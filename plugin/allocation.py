@@ -1,0 +1,155 @@
+"""Allocation decisions for the simulated devices, as pure functions of a snapshot.
+
+``plan_allocation`` checks the whole request before anything is built, so a refused
+request leaves nothing behind; the caller creates device files only from a plan.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from simdev.plugin.devices import Device, Snapshot
+
+
+class Failure(enum.Enum):
+    """Why a request was refused; the service maps these to gRPC status codes."""
+
+    NOT_FOUND = "not found"
+    FAILED_PRECONDITION = "failed precondition"
+    INVALID_ARGUMENT = "invalid argument"
+
+
+class AllocationError(Exception):
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AllocationSettings:
+    """What an allocation exposes; an empty prefix turns that part off."""
+
+    env_prefix: str = ""
+    device_file_prefix: str = ""
+    annotation_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A device file to expose: the same path on the host and in the container."""
+
+    file_name: str  # name under the host's /dev, used to create the node
+    path: str  # /dev/<file_name>
+    permissions: str = "rw"
+
+
+@dataclass(frozen=True)
+class ContainerAllocation:
+    device_ids: tuple[str, ...]
+    envs: dict[str, str] = field(default_factory=dict)
+    device_nodes: tuple[DeviceNode, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def _quoted(ids: Iterable[str]) -> str:
+    return ", ".join(f'"{i}"' for i in ids)
+
+
+def _check(snapshot: Snapshot, requests: Sequence[Sequence[str]]) -> list[list[Device]]:
+    unknown: list[str] = []
+    unhealthy: list[str] = []
+    resolved: list[list[Device]] = []
+    for n, ids in enumerate(requests):
+        seen: set[str] = set()
+        devices: list[Device] = []
+        for device_id in ids:
+            if device_id in seen:
+                raise AllocationError(
+                    Failure.INVALID_ARGUMENT,
+                    f'device "{device_id}" is requested twice for container request {n}',
+                )
+            seen.add(device_id)
+            device = snapshot.get(device_id)
+            if device is None:
+                unknown.append(device_id)
+            elif not device.healthy:
+                unhealthy.append(device_id)
+            else:
+                devices.append(device)
+        resolved.append(devices)
+    if unknown:
+        raise AllocationError(Failure.NOT_FOUND, f"unknown device ID(s): {_quoted(unknown)}")
+    if unhealthy:
+        raise AllocationError(
+            Failure.FAILED_PRECONDITION, f"device(s) not healthy: {_quoted(unhealthy)}"
+        )
+    return resolved
+
+
+def plan_allocation(
+    snapshot: Snapshot, requests: Sequence[Sequence[str]], settings: AllocationSettings
+) -> list[ContainerAllocation]:
+    """One allocation per container request, in order; raises AllocationError.
+
+    Every ID of every container is checked first: unknown IDs win over unhealthy ones
+    and the error lists all offending IDs.
+    """
+    plans: list[ContainerAllocation] = []
+    for devices in _check(snapshot, requests):
+        devices = sorted(devices, key=lambda d: d.index)
+        envs: dict[str, str] = {}
+        nodes: list[DeviceNode] = []
+        annotations: dict[str, str] = {}
+        for d in devices:
+            if settings.device_file_prefix:
+                name = f"{settings.device_file_prefix}-{d.index}"
+                nodes.append(DeviceNode(file_name=name, path=f"/dev/{name}"))
+                container_path = f"/dev/{name}"
+            else:
+                container_path = f"/dev/{d.index}"
+            if settings.env_prefix:
+                envs[f"{settings.env_prefix}_{d.index}"] = container_path
+            if settings.annotation_prefix:
+                annotations[f"{settings.annotation_prefix}-{d.index}"] = d.id
+        if settings.env_prefix:
+            envs[f"{settings.env_prefix}_VISIBLE_DEVICES"] = ",".join(d.id for d in devices)
+        plans.append(
+            ContainerAllocation(
+                device_ids=tuple(d.id for d in devices),
+                envs=envs,
+                device_nodes=tuple(nodes),
+                annotations=annotations,
+            )
+        )
+    return plans
+
+
+def preferred_allocation(
+    snapshot: Snapshot, available: Sequence[str], must_include: Sequence[str], size: int
+) -> list[str]:
+    """The devices we would pick: must_include first, then the best of the rest.
+
+    "Best" is healthy before unhealthy, then on a NUMA node already used by the
+    must-include devices, then lowest index. IDs we do not know come last, in the
+    kubelet's order, because the kubelet may know better than a restarted plugin.
+    """
+    chosen = list(dict.fromkeys(must_include))
+    if len(chosen) >= size:
+        return chosen
+    numa = {d.numa_node for i in chosen if (d := snapshot.get(i)) and d.numa_node is not None}
+    picked = set(chosen)
+    candidates = [i for i in dict.fromkeys(available) if i not in picked]
+
+    def rank(pos_and_id: tuple[int, str]) -> tuple[int, int, int, int]:
+        pos, device_id = pos_and_id
+        d = snapshot.get(device_id)
+        if d is None:
+            return (2, 0, 0, pos)
+        far = 1 if numa and d.numa_node not in numa else 0
+        return (0 if d.healthy else 1, far, d.index, pos)
+
+    ranked = [i for _, i in sorted(enumerate(candidates), key=rank)]
+    return chosen + ranked[: size - len(chosen)]

@@ -1,0 +1,121 @@
+"""The simulated device model: the device records and their change notification.
+
+Nothing here knows about gRPC. Every change bumps a version number and wakes the
+waiters of a condition variable, so each ListAndWatch stream blocks until there is
+something new to send. Health injection, NUMA placement and CDI extend the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+log = logging.getLogger("simdev.plugin")
+
+HEALTHY = "Healthy"
+UNHEALTHY = "Unhealthy"
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    id: str
+    healthy: bool = True
+    # NUMA node the device sits on; None when the simulation has no topology.
+    numa_node: int | None = None
+
+    @property
+    def health(self) -> str:
+        return HEALTHY if self.healthy else UNHEALTHY
+
+
+def device_id(prefix: str, node_name: str, index: int) -> str:
+    return f"{prefix}-{node_name}-{index}"
+
+
+def make_devices(prefix: str, node_name: str, count: int) -> list[Device]:
+    """The initial device set: indexes 0..count-1, all healthy."""
+    return [Device(index=i, id=device_id(prefix, node_name, i)) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the devices at one version, in index order."""
+
+    version: int
+    devices: Mapping[str, Device]
+
+    def get(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+
+class DeviceModel:
+    """The device set of one resource, safe to use from any thread."""
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self._cond = threading.Condition()
+        self._snapshot = Snapshot(0, self._freeze(devices))
+
+    @staticmethod
+    def _freeze(devices: Iterable[Device]) -> Mapping[str, Device]:
+        ordered = sorted(devices, key=lambda d: d.index)
+        by_id = {d.id: d for d in ordered}
+        if len(by_id) != len(ordered):
+            raise ValueError("device IDs must be unique")
+        return MappingProxyType(by_id)
+
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            return self._snapshot
+
+    def set_health(self, device_id: str, healthy: bool) -> bool:
+        """Marks one device (un)healthy; returns whether anything changed.
+
+        Raises KeyError for an unknown ID.
+        """
+        with self._cond:
+            current = self._snapshot.devices[device_id]
+            if current.healthy == healthy:
+                return False
+            updated = dict(self._snapshot.devices)
+            updated[device_id] = replace(current, healthy=healthy)
+            self._publish(updated.values())
+        log.info(
+            "device health changed",
+            extra={"fields": {"device": device_id, "health": HEALTHY if healthy else UNHEALTHY}},
+        )
+        return True
+
+    def set_devices(self, devices: Iterable[Device]) -> None:
+        """Replaces the whole device set (for example when the device count changes)."""
+        with self._cond:
+            self._publish(devices)
+
+    def _publish(self, devices: Iterable[Device]) -> None:
+        # Caller holds the condition.
+        self._snapshot = Snapshot(self._snapshot.version + 1, self._freeze(devices))
+        self._cond.notify_all()
+
+    def wait_for_change(
+        self, seen_version: int, timeout: float, cancel: threading.Event | None = None
+    ) -> Snapshot:
+        """Blocks until the version differs from seen_version, cancel is set, or timeout.
+
+        Returns the current snapshot either way; callers compare versions. Whoever
+        sets cancel must call wake_all afterwards so the waiter re-checks at once.
+        """
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._snapshot.version != seen_version
+                or (cancel is not None and cancel.is_set()),
+                timeout,
+            )
+            return self._snapshot
+
+    def wake_all(self) -> None:
+        """Wakes every waiter without a change, so it re-checks its cancel event."""
+        with self._cond:
+            self._cond.notify_all()

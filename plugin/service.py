@@ -1,0 +1,187 @@
+"""The v1beta1.DevicePlugin gRPC service over the simulated device model.
+
+Translates between protobuf messages and the model; decisions live in ``devices``
+and ``allocation``. One instance serves one server generation: ``stop`` ends its
+ListAndWatch streams so a restart or shutdown is not held up by them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import grpc
+from simdev.plugin.allocation import (
+    AllocationError,
+    AllocationSettings,
+    ContainerAllocation,
+    Failure,
+    plan_allocation,
+    preferred_allocation,
+)
+from simdev.plugin.api import deviceplugin_pb2 as pb
+from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
+from simdev.plugin.devices import Device, DeviceModel, Snapshot
+from simdev.plugin.devnodes import DeviceNodeError, ensure_device_node
+
+log = logging.getLogger("simdev.plugin")
+
+# Each ListAndWatch stream holds a server thread for its whole life (the kubelet
+# keeps one open). Capping them keeps threads free for Allocate and friends; the
+# server's pool is sized MAX_WATCH_STREAMS + UNARY_WORKERS.
+MAX_WATCH_STREAMS = 4
+UNARY_WORKERS = 4
+# How often an idle stream checks that its client is still there.
+STREAM_RECHECK_SECONDS = 1.0
+
+_STATUS = {
+    Failure.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Failure.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Failure.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)  # raises; the line below only informs the type checker
+    raise AssertionError("grpc context.abort returned")
+
+
+def plugin_options() -> pb.DevicePluginOptions:
+    """What the plugin advertises, both in Register and in GetDevicePluginOptions."""
+    # PreStartContainer is implemented but has nothing to do, so the kubelet need not
+    # wait for it before every container start.
+    return pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+
+def device_message(device: Device) -> pb.Device:
+    msg = pb.Device(ID=device.id, health=device.health)
+    if device.numa_node is not None:
+        msg.topology.nodes.add(ID=device.numa_node)
+    return msg
+
+
+def list_response(snapshot: Snapshot) -> pb.ListAndWatchResponse:
+    return pb.ListAndWatchResponse(devices=[device_message(d) for d in snapshot.devices.values()])
+
+
+def container_response(plan: ContainerAllocation) -> pb.ContainerAllocateResponse:
+    return pb.ContainerAllocateResponse(
+        envs=plan.envs,
+        devices=[
+            pb.DeviceSpec(container_path=n.path, host_path=n.path, permissions=n.permissions)
+            for n in plan.device_nodes
+        ],
+        annotations=plan.annotations,
+    )
+
+
+class DevicePluginService(pb_grpc.DevicePluginServicer):
+    def __init__(
+        self,
+        model: DeviceModel,
+        settings: AllocationSettings,
+        host_dev_dir: Path,
+    ) -> None:
+        self._model = model
+        self._settings = settings
+        self._host_dev_dir = host_dev_dir
+        self._stopping = threading.Event()
+        self._watch_slots = threading.BoundedSemaphore(MAX_WATCH_STREAMS)
+
+    # Framework hooks (see server.Servicer).
+
+    def add_to(self, server: grpc.Server) -> None:
+        # Generated gRPC code is untyped.
+        pb_grpc.add_DevicePluginServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._model.wake_all()
+
+    # v1beta1.DevicePlugin
+
+    def GetDevicePluginOptions(
+        self, request: pb.Empty, context: grpc.ServicerContext
+    ) -> pb.DevicePluginOptions:
+        return plugin_options()
+
+    def ListAndWatch(
+        self, request: pb.Empty, context: grpc.ServicerContext
+    ) -> Iterator[pb.ListAndWatchResponse]:
+        if not self._watch_slots.acquire(blocking=False):
+            log.error("refused ListAndWatch: too many open streams")
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {MAX_WATCH_STREAMS} ListAndWatch streams at a time",
+            )
+        try:
+            snapshot = self._model.snapshot()
+            yield list_response(snapshot)
+            while not self._stopping.is_set() and context.is_active():
+                latest = self._model.wait_for_change(
+                    snapshot.version, STREAM_RECHECK_SECONDS, cancel=self._stopping
+                )
+                if latest.version != snapshot.version and not self._stopping.is_set():
+                    snapshot = latest
+                    yield list_response(snapshot)
+            # Returning ends the stream with status OK: a clean end for the kubelet.
+        finally:
+            self._watch_slots.release()
+
+    def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
+    ) -> pb.PreferredAllocationResponse:
+        snapshot = self._model.snapshot()
+        return pb.PreferredAllocationResponse(
+            container_responses=[
+                pb.ContainerPreferredAllocationResponse(
+                    deviceIDs=preferred_allocation(
+                        snapshot,
+                        list(r.available_deviceIDs),
+                        list(r.must_include_deviceIDs),
+                        r.allocation_size,
+                    )
+                )
+                for r in request.container_requests
+            ]
+        )
+
+    def Allocate(
+        self, request: pb.AllocateRequest, context: grpc.ServicerContext
+    ) -> pb.AllocateResponse:
+        requests = [list(r.devices_ids) for r in request.container_requests]
+        try:
+            plans = plan_allocation(self._model.snapshot(), requests, self._settings)
+            # Only after the whole request checked out: make sure the files exist.
+            for plan in plans:
+                for node in plan.device_nodes:
+                    if ensure_device_node(self._host_dev_dir, node.file_name):
+                        log.info("created device file", extra={"fields": {"path": node.path}})
+        except AllocationError as err:
+            log.error(
+                "allocation refused",
+                extra={"fields": {"code": _STATUS[err.failure].name, "error": err.message}},
+            )
+            _abort(context, _STATUS[err.failure], err.message)
+        except DeviceNodeError as err:
+            log.error("allocation failed", extra={"fields": {"error": str(err)}})
+            _abort(context, grpc.StatusCode.INTERNAL, str(err))
+        log.info(
+            "allocated",
+            extra={
+                "fields": {
+                    "containers": ";".join(",".join(p.device_ids) for p in plans),
+                }
+            },
+        )
+        return pb.AllocateResponse(container_responses=[container_response(p) for p in plans])
+
+    def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext
+    ) -> pb.PreStartContainerResponse:
+        # Simulated devices need no preparation before a container starts.
+        return pb.PreStartContainerResponse()

@@ -1,0 +1,124 @@
+"""Keeps the plugin served and registered for as long as it runs.
+
+Polls twice a second for two things: our socket still being there (a restarting
+kubelet wipes the device plugin directory) and the identity of kubelet.sock (a
+restarted kubelet recreates it). Either change means: serve on a fresh socket and
+register again. A missing kubelet is waited for; failed registrations are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from simdev.plugin.api import deviceplugin_pb2 as pb
+from simdev.plugin.kubelet import (
+    Cancelled,
+    RegistrationError,
+    SocketIdentity,
+    register,
+    socket_identity,
+)
+from simdev.plugin.server import PluginServer
+
+log = logging.getLogger("simdev.plugin")
+
+POLL_SECONDS = 0.5
+# Retry delays double up to this; small enough to re-register well within 5 seconds
+# of a kubelet restart even when its first attempts are refused.
+MAX_RETRY_SECONDS = 2.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        server: PluginServer,
+        kubelet_socket: Path,
+        request: pb.RegisterRequest,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._server = server
+        self._kubelet_socket = kubelet_socket
+        self._request = request
+        self._poll = poll_seconds
+        self._registered_for: SocketIdentity | None = None  # kubelet we registered with
+        self._served_for: SocketIdentity | None = None  # kubelet the socket was made for
+        self._registrations = 0
+        self._kubelet_seen = True  # so a missing kubelet at start is logged once
+        self._retry_at = 0.0
+        self._retry_delay = POLL_SECONDS
+
+    def run(self, stop: threading.Event) -> None:
+        """Serves until stop is set, then stops the server and removes the socket."""
+        self._server.start()
+        self._served_for = socket_identity(self._kubelet_socket)
+        try:
+            while not stop.is_set():
+                self._tick(stop)
+                stop.wait(self._poll)
+        except Cancelled:
+            pass
+        finally:
+            self._server.stop()
+            log.info("stopped", extra={"fields": {"socket": str(self._server.socket_path)}})
+
+    def _tick(self, stop: threading.Event) -> None:
+        kubelet = socket_identity(self._kubelet_socket)
+        if not self._server.socket_intact():
+            log.warning(
+                "plugin socket gone, serving on a fresh socket",
+                extra={"fields": {"socket": str(self._server.socket_path)}},
+            )
+            self._fresh_socket(kubelet)
+        if kubelet is None:
+            if self._kubelet_seen:
+                log.info(
+                    "waiting for the kubelet",
+                    extra={"fields": {"socket": str(self._kubelet_socket)}},
+                )
+                self._kubelet_seen = False
+            return
+        self._kubelet_seen = True
+        if kubelet == self._registered_for:
+            return
+        if self._registered_for is not None and self._served_for != kubelet:
+            log.warning(
+                "kubelet restarted, serving on a fresh socket",
+                extra={"fields": {"socket": str(self._server.socket_path)}},
+            )
+            self._fresh_socket(kubelet)
+        if time.monotonic() < self._retry_at:
+            return
+        self._register(kubelet, stop)
+
+    def _fresh_socket(self, kubelet: SocketIdentity | None) -> None:
+        self._server.restart()
+        self._served_for = kubelet
+        self._registered_for = None
+        # A new kubelet (or socket) deserves an immediate attempt.
+        self._retry_at = 0.0
+        self._retry_delay = POLL_SECONDS
+
+    def _register(self, kubelet: SocketIdentity, stop: threading.Event) -> None:
+        fields = {
+            "resource": self._request.resource_name,
+            "endpoint": self._request.endpoint,
+            "kubelet": str(self._kubelet_socket),
+        }
+        try:
+            register(self._kubelet_socket, self._request, stop)
+        except RegistrationError as err:
+            log.error(
+                "registration failed",
+                extra={"fields": {**fields, "error": str(err), "retry_in": self._retry_delay}},
+            )
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_SECONDS)
+            return
+        self._registered_for = kubelet
+        self._retry_delay = POLL_SECONDS
+        self._registrations += 1
+        event = "registered with the kubelet" if self._registrations == 1 else "re-registered"
+        log.info(event, extra={"fields": fields})

@@ -1,0 +1,135 @@
+"""Allocation planning and preferred allocation (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+from simdev.plugin.allocation import (
+    AllocationError,
+    AllocationSettings,
+    DeviceNode,
+    Failure,
+    plan_allocation,
+    preferred_allocation,
+)
+from simdev.plugin.devices import Device, DeviceModel, Snapshot, make_devices
+
+ALL = AllocationSettings(
+    env_prefix="SIMPLE_DEVICE",
+    device_file_prefix="simple-device",
+    annotation_prefix="simdev.io/simple-device",
+)
+
+
+def snapshot(count: int = 4, unhealthy: tuple[int, ...] = ()) -> Snapshot:
+    model = DeviceModel(make_devices("sd", "n", count))
+    for i in unhealthy:
+        model.set_health(f"sd-n-{i}", False)
+    return model.snapshot()
+
+
+def test_one_allocation_per_container_in_order() -> None:
+    plans = plan_allocation(snapshot(), [["sd-n-3", "sd-n-1"], ["sd-n-0"]], ALL)
+    assert len(plans) == 2
+    first, second = plans
+    assert first.device_ids == ("sd-n-1", "sd-n-3")
+    assert first.envs == {
+        "SIMPLE_DEVICE_1": "/dev/simple-device-1",
+        "SIMPLE_DEVICE_3": "/dev/simple-device-3",
+        "SIMPLE_DEVICE_VISIBLE_DEVICES": "sd-n-1,sd-n-3",
+    }
+    assert first.device_nodes == (
+        DeviceNode("simple-device-1", "/dev/simple-device-1", "rw"),
+        DeviceNode("simple-device-3", "/dev/simple-device-3", "rw"),
+    )
+    assert first.annotations == {
+        "simdev.io/simple-device-1": "sd-n-1",
+        "simdev.io/simple-device-3": "sd-n-3",
+    }
+    assert second.envs == {
+        "SIMPLE_DEVICE_0": "/dev/simple-device-0",
+        "SIMPLE_DEVICE_VISIBLE_DEVICES": "sd-n-0",
+    }
+    assert [n.path for n in second.device_nodes] == ["/dev/simple-device-0"]
+
+
+def test_env_without_device_files_points_at_dev_index() -> None:
+    (plan,) = plan_allocation(snapshot(), [["sd-n-2"]], AllocationSettings(env_prefix="X"))
+    assert plan.envs == {"X_2": "/dev/2", "X_VISIBLE_DEVICES": "sd-n-2"}
+    assert plan.device_nodes == ()
+    assert plan.annotations == {}
+
+
+def test_everything_off_exposes_nothing() -> None:
+    (plan,) = plan_allocation(snapshot(), [["sd-n-0", "sd-n-1"]], AllocationSettings())
+    assert (plan.envs, plan.device_nodes, plan.annotations) == ({}, (), {})
+    assert plan.device_ids == ("sd-n-0", "sd-n-1")
+
+
+def test_empty_container_request_gets_an_empty_allocation() -> None:
+    plans = plan_allocation(snapshot(), [[], ["sd-n-0"]], ALL)
+    assert plans[0].device_ids == ()
+    assert plans[0].envs == {"SIMPLE_DEVICE_VISIBLE_DEVICES": ""}
+    assert plans[1].device_ids == ("sd-n-0",)
+
+
+def test_unknown_ids_are_not_found_and_named() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(snapshot(), [["sd-n-0"], ["bogus-1", "sd-n-1", "bogus-2"]], ALL)
+    assert err.value.failure is Failure.NOT_FOUND
+    assert err.value.message == 'unknown device ID(s): "bogus-1", "bogus-2"'
+
+
+def test_unhealthy_ids_fail_the_precondition() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(snapshot(unhealthy=(2,)), [["sd-n-0"], ["sd-n-2"]], ALL)
+    assert err.value.failure is Failure.FAILED_PRECONDITION
+    assert err.value.message == 'device(s) not healthy: "sd-n-2"'
+
+
+def test_unknown_wins_over_unhealthy() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(snapshot(unhealthy=(0,)), [["sd-n-0", "nope"]], ALL)
+    assert err.value.failure is Failure.NOT_FOUND
+    assert '"nope"' in err.value.message
+
+
+def test_duplicate_id_in_one_container_is_invalid() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(snapshot(), [["sd-n-0", "sd-n-0"]], ALL)
+    assert err.value.failure is Failure.INVALID_ARGUMENT
+    assert '"sd-n-0"' in err.value.message
+
+
+def ids(*indexes: int) -> list[str]:
+    return [f"sd-n-{i}" for i in indexes]
+
+
+def test_preferred_takes_lowest_indexes() -> None:
+    assert preferred_allocation(snapshot(), ids(3, 1, 2, 0), [], 2) == ids(0, 1)
+
+
+def test_preferred_honours_must_include_first() -> None:
+    assert preferred_allocation(snapshot(), ids(0, 1, 2, 3), ids(3), 2) == ids(3, 0)
+    # More must-include devices than asked for: they are all kept.
+    assert preferred_allocation(snapshot(), ids(0, 1, 2), ids(2, 1), 1) == ids(2, 1)
+
+
+def test_preferred_puts_unhealthy_last() -> None:
+    snap = snapshot(unhealthy=(0, 1))
+    assert preferred_allocation(snap, ids(0, 1, 2, 3), [], 3) == ids(2, 3, 0)
+
+
+def test_preferred_puts_unknown_ids_last_in_kubelet_order() -> None:
+    got = preferred_allocation(snapshot(2), ["x-9", "sd-n-1", "x-1"], [], 3)
+    assert got == ["sd-n-1", "x-9", "x-1"]
+
+
+def test_preferred_returns_what_exists_when_short() -> None:
+    assert preferred_allocation(snapshot(), ids(2), [], 3) == ids(2)
+
+
+def test_preferred_keeps_numa_nodes_together() -> None:
+    devices = [Device(i, f"sd-n-{i}", numa_node=i % 2) for i in range(6)]
+    snap = DeviceModel(devices).snapshot()
+    # must-include device 3 is on NUMA node 1, so 1 and 5 beat the lower 0, 2, 4.
+    assert preferred_allocation(snap, ids(0, 1, 2, 3, 4, 5), ids(3), 3) == ids(3, 1, 5)

@@ -1,0 +1,185 @@
+"""Configuration parsing and validation (pure, no sockets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from simdev.plugin.config import MAX_DEVICES, Config, ConfigError, load
+
+
+def test_defaults_need_only_the_node_name() -> None:
+    cfg = load({"NODE_NAME": "worker-1"})
+    assert cfg == Config(node_name="worker-1")
+    assert cfg.resource_name == "example.com/simple-device"
+    assert cfg.number_devices == 2
+    assert cfg.socket_path == Path("/var/lib/kubelet/device-plugins/simple-device-plugin.sock")
+    assert cfg.kubelet_socket == Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+    assert cfg.host_dev_dir == Path("/dev")
+    assert (cfg.annotation_prefix, cfg.env_prefix, cfg.device_file_prefix) == ("", "", "")
+
+
+def test_every_variable_is_read() -> None:
+    cfg = load(
+        {
+            "NODE_NAME": "worker-1.example.internal",
+            "RESOURCE_NAME": "simdev.io/gpu",
+            "PLUGIN_NAME": "gpu-plugin",
+            "NUMBER_DEVICES": "5",
+            "DEVICE_ID_PREFIX": "gpu",
+            "ANNOTATION_PREFIX": "simdev.io/gpu",
+            "ENV_PREFIX": "SIM_GPU",
+            "DEVICE_FILE_PREFIX": "sim-gpu",
+            "DEVICE_PLUGIN_DIR": "/run/dp",
+            "HOST_DEV_DIR": "/host/dev",
+        }
+    )
+    assert cfg == Config(
+        node_name="worker-1.example.internal",
+        resource_name="simdev.io/gpu",
+        plugin_name="gpu-plugin",
+        number_devices=5,
+        device_id_prefix="gpu",
+        annotation_prefix="simdev.io/gpu",
+        env_prefix="SIM_GPU",
+        device_file_prefix="sim-gpu",
+        device_plugin_dir=Path("/run/dp"),
+        host_dev_dir=Path("/host/dev"),
+    )
+    assert cfg.socket_path == Path("/run/dp/gpu-plugin.sock")
+
+
+def test_relative_directories_become_absolute() -> None:
+    cfg = load({"NODE_NAME": "n", "DEVICE_PLUGIN_DIR": "dp", "HOST_DEV_DIR": "dev"})
+    assert cfg.device_plugin_dir == Path.cwd() / "dp"
+    assert cfg.host_dev_dir == Path.cwd() / "dev"
+
+
+def test_yaml_file_overrides_environment(tmp_path: Path) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text("numberDevices: 7\nenvPrefix: FROM_FILE\nnodeName: file-node\n")
+    cfg = load({"NODE_NAME": "env-node", "NUMBER_DEVICES": "3", "ENV_PREFIX": "ENV"}, f)
+    assert (cfg.node_name, cfg.number_devices, cfg.env_prefix) == ("file-node", 7, "FROM_FILE")
+
+
+def test_json_file_is_accepted(tmp_path: Path) -> None:
+    f = tmp_path / "plugin.json"
+    f.write_text(json.dumps({"nodeName": "n1", "numberDevices": "4", "pluginName": "p"}))
+    cfg = load({}, f)
+    assert (cfg.node_name, cfg.number_devices, cfg.plugin_name) == ("n1", 4, "p")
+
+
+def test_empty_file_changes_nothing(tmp_path: Path) -> None:
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    assert load({"NODE_NAME": "n"}, f) == Config(node_name="n")
+
+
+def test_unknown_file_keys_are_named(tmp_path: Path) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text("nodeName: n\nnumDevices: 3\nNODE_NAME: x\n")
+    with pytest.raises(ConfigError) as err:
+        load({}, f)
+    assert str(err.value).startswith(f"unknown key(s) in --config {f}: NODE_NAME, numDevices")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("numberDevices: true\n", 'invalid numberDevices "True" in {f}: must be a non-negative'),
+        ("nodeName: 12\n", 'invalid nodeName "12" in {f}: must be a string'),
+        ("numberDevices: -1\n", 'invalid numberDevices "-1" in {f}: must be a non-negative'),
+        ("- a list\n", "--config {f} must hold a mapping"),
+        ("nodeName: [unclosed\n", "cannot parse --config {f}:"),
+    ],
+)
+def test_bad_file_values_name_the_key(tmp_path: Path, content: str, expected: str) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load({"NODE_NAME": "n"}, f)
+    assert str(err.value).startswith(expected.format(f=f))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read --config .*missing.yaml"):
+        load({"NODE_NAME": "n"}, tmp_path / "missing.yaml")
+
+
+def test_node_name_is_required() -> None:
+    with pytest.raises(ConfigError, match="^NODE_NAME is required"):
+        load({})
+    with pytest.raises(ConfigError, match="^NODE_NAME is required"):
+        load({"NODE_NAME": ""})
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("NUMBER_DEVICES", "abc", 'invalid NUMBER_DEVICES "abc": must be a non-negative integer'),
+        ("NUMBER_DEVICES", "-1", 'invalid NUMBER_DEVICES "-1": must be a non-negative integer'),
+        ("NUMBER_DEVICES", "1.5", 'invalid NUMBER_DEVICES "1.5": must be a non-negative integer'),
+        ("NUMBER_DEVICES", " 2", 'invalid NUMBER_DEVICES " 2": must be a non-negative integer'),
+        ("NUMBER_DEVICES", "", 'invalid NUMBER_DEVICES "": must be a non-negative integer'),
+        ("NUMBER_DEVICES", str(MAX_DEVICES + 1), f"must be at most {MAX_DEVICES}"),
+        ("RESOURCE_NAME", "simple-device", "must be <domain>/<name>"),
+        ("RESOURCE_NAME", "example.com/a/b", "must be <domain>/<name>"),
+        ("RESOURCE_NAME", "example.com/", "name ''"),
+        ("RESOURCE_NAME", "Example.com/dev", "not a lowercase DNS subdomain"),
+        ("RESOURCE_NAME", "kubernetes.io/dev", "the kubernetes.io domain is reserved"),
+        ("RESOURCE_NAME", "foo.kubernetes.io/dev", "the kubernetes.io domain is reserved"),
+        ("RESOURCE_NAME", "k8s.io/dev", "the k8s.io domain is reserved"),
+        ("RESOURCE_NAME", "a.b.k8s.io/dev", "the k8s.io domain is reserved"),
+        ("PLUGIN_NAME", "a/b", "must be a socket file name"),
+        ("PLUGIN_NAME", "", "must be a socket file name"),
+        ("PLUGIN_NAME", ".hidden", "must be a socket file name"),
+        ("PLUGIN_NAME", "..", "must be a socket file name"),
+        ("PLUGIN_NAME", "kubelet", "kubelet.sock is the kubelet's own socket"),
+        ("PLUGIN_NAME", "p" * 100, "over the 107-byte unix limit"),
+        ("NODE_NAME", "Node_1", "must be a node name"),
+        ("DEVICE_ID_PREFIX", "", "must be 1-63 letters"),
+        ("DEVICE_ID_PREFIX", "a b", "must be 1-63 letters"),
+        ("ENV_PREFIX", "1ABC", "must be a shell variable name"),
+        ("ENV_PREFIX", "SIMPLE-DEVICE", "must be a shell variable name"),
+        ("DEVICE_FILE_PREFIX", "a/b", "must be a file name"),
+        ("DEVICE_FILE_PREFIX", "..", "must be a file name"),
+        ("DEVICE_FILE_PREFIX", "-x", "must be a file name"),
+        ("ANNOTATION_PREFIX", "Bad_Domain.io/dev", "not a lowercase DNS subdomain"),
+        ("ANNOTATION_PREFIX", "simdev.io/" + "a" * 62, "annotation key name"),
+        ("DEVICE_PLUGIN_DIR", "", "must be a directory path"),
+        ("HOST_DEV_DIR", "", "must be a directory path"),
+    ],
+)
+def test_bad_values_name_the_variable(var: str, value: str, expected: str) -> None:
+    env = {"NODE_NAME": "n", var: value}
+    with pytest.raises(ConfigError) as err:
+        load(env)
+    message = str(err.value)
+    assert message.startswith(f'invalid {var} "{value}"'), message
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("NUMBER_DEVICES", "0"),
+        ("NUMBER_DEVICES", str(MAX_DEVICES)),
+        ("RESOURCE_NAME", "kubernetes.io.example.com/dev"),
+        ("RESOURCE_NAME", "my-k8s.io/dev"),
+        ("ENV_PREFIX", "_X1"),
+        ("DEVICE_FILE_PREFIX", "simple.device_0"),
+        ("ANNOTATION_PREFIX", "plain-prefix"),
+    ],
+)
+def test_edge_values_that_are_fine(var: str, value: str) -> None:
+    load({"NODE_NAME": "n", var: value})
+
+
+def test_annotation_key_length_counts_the_largest_index() -> None:
+    prefix = "x.io/" + "a" * 61  # with "-9" the key name is 63 characters, with "-10" 64
+    load({"NODE_NAME": "n", "NUMBER_DEVICES": "10", "ANNOTATION_PREFIX": prefix})
+    with pytest.raises(ConfigError, match="ANNOTATION_PREFIX"):
+        load({"NODE_NAME": "n", "NUMBER_DEVICES": "11", "ANNOTATION_PREFIX": prefix})

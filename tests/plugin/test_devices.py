@@ -1,0 +1,89 @@
+"""The device model: IDs, health changes and change notification."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from simdev.plugin.devices import (
+    HEALTHY,
+    UNHEALTHY,
+    Device,
+    DeviceModel,
+    device_id,
+    make_devices,
+)
+
+
+def test_ids_are_prefix_node_index() -> None:
+    assert device_id("simple-device", "worker-1", 0) == "simple-device-worker-1-0"
+    devices = make_devices("gpu", "n1", 3)
+    assert [(d.index, d.id, d.health) for d in devices] == [
+        (0, "gpu-n1-0", HEALTHY),
+        (1, "gpu-n1-1", HEALTHY),
+        (2, "gpu-n1-2", HEALTHY),
+    ]
+    assert make_devices("gpu", "n1", 0) == []
+
+
+def test_snapshot_is_in_index_order() -> None:
+    model = DeviceModel([Device(2, "c"), Device(0, "a"), Device(1, "b")])
+    assert list(model.snapshot().devices) == ["a", "b", "c"]
+
+
+def test_duplicate_ids_are_refused() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        DeviceModel([Device(0, "a"), Device(1, "a")])
+
+
+def test_set_health_publishes_a_new_version() -> None:
+    model = DeviceModel(make_devices("d", "n", 2))
+    before = model.snapshot()
+    assert model.set_health("d-n-1", False) is True
+    after = model.snapshot()
+    assert after.version == before.version + 1
+    assert after.devices["d-n-1"].health == UNHEALTHY
+    assert after.devices["d-n-0"].healthy
+    # Snapshots are immutable views: the old one still shows the old state.
+    assert before.devices["d-n-1"].healthy
+    # Setting the same health again is not a change.
+    assert model.set_health("d-n-1", False) is False
+    assert model.snapshot().version == after.version
+
+
+def test_unknown_id_raises_key_error() -> None:
+    model = DeviceModel(make_devices("d", "n", 1))
+    with pytest.raises(KeyError):
+        model.set_health("nope", False)
+
+
+def test_waiters_wake_on_change() -> None:
+    model = DeviceModel(make_devices("d", "n", 2))
+    seen = model.snapshot().version
+    timer = threading.Timer(0.1, model.set_health, args=("d-n-0", False))
+    started = time.monotonic()
+    timer.start()
+    latest = model.wait_for_change(seen, timeout=10)
+    assert time.monotonic() - started < 5
+    assert latest.version == seen + 1
+    assert not latest.devices["d-n-0"].healthy
+
+
+def test_wait_returns_unchanged_snapshot_on_timeout_or_wake() -> None:
+    model = DeviceModel(make_devices("d", "n", 1))
+    seen = model.snapshot().version
+    assert model.wait_for_change(seen, timeout=0.05).version == seen
+    timer = threading.Timer(0.1, model.wake_all)
+    started = time.monotonic()
+    timer.start()
+    assert model.wait_for_change(seen, timeout=10).version == seen
+    assert time.monotonic() - started < 5
+
+
+def test_set_devices_replaces_the_set() -> None:
+    model = DeviceModel(make_devices("d", "n", 2))
+    model.set_devices(make_devices("d", "n", 4))
+    snap = model.snapshot()
+    assert snap.version == 1
+    assert list(snap.devices) == ["d-n-0", "d-n-1", "d-n-2", "d-n-3"]
