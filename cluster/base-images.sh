@@ -55,12 +55,13 @@ build_busybox() {
   rm -rf "$root"
 }
 
-# The Debian mirror the host already uses, so nothing new is named here.
+# The Debian mirror the host already uses for bookworm's main archive, so
+# nothing new is named here.
 host_mirror() {
   local uri
-  uri=$(grep -rhoE '^(URIs:|deb) +(\[[^]]*\] +)?[a-z]+://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-    | grep -v security | head -1 | awk '{print $NF}')
-  [ -n "$uri" ] || die "no Debian mirror found in the host's apt sources"
+  uri=$(apt-cache policy | awk -v arch="$(dpkg --print-architecture)" \
+    '$3 == "bookworm/main" && $4 == arch {print $2; exit}')
+  [ -n "$uri" ] || die "no Debian bookworm mirror found in the host's apt sources"
   echo "$uri"
 }
 

@@ -27,7 +27,7 @@ builder() {
 pip_mounts() {
   local conf=$1 cert
   python3 -m pip config list 2>/dev/null | sed -nE "s/^[^.]*\.([a-z-]+)='(.*)'$/\1 = \2/p" \
-    | grep -Ev '^(find-links|no-index) ' | { echo "[global]"; cat; } > "$conf"
+    | grep -Ev '^(find-links|no-index) ' | awk '!seen[$1]++' | { echo "[global]"; cat; } > "$conf"
   echo "-v $conf:/etc/pip.conf:ro"
   cert=$(sed -n 's/^cert = //p' "$conf" | head -1)
   [ -n "$cert" ] && [ -f "$cert" ] && echo "-v $cert:$cert:ro"

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from simdev.operator.model import API_VERSION, KIND, Device
 
 

@@ -151,7 +151,9 @@ class PluginProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"plugin exited ({self.proc.returncode}):\n{self.log()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the plugin log after {timeout}s:\n{self.log()}")
+                raise AssertionError(
+                    f"no {text!r} in the plugin log after {timeout}s:\n{self.log()}"
+                )
             time.sleep(0.05)
 
     def signal(self, signum: int) -> None:

@@ -104,14 +104,14 @@ def test_bad_file_values_name_the_key(tmp_path: Path, content: str, expected: st
 
 
 def test_missing_file_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read --config .*missing.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read --config .*missing\.yaml"):
         load({"NODE_NAME": "n"}, tmp_path / "missing.yaml")
 
 
 def test_node_name_is_required() -> None:
-    with pytest.raises(ConfigError, match="^NODE_NAME is required"):
+    with pytest.raises(ConfigError, match=r"^NODE_NAME is required"):
         load({})
-    with pytest.raises(ConfigError, match="^NODE_NAME is required"):
+    with pytest.raises(ConfigError, match=r"^NODE_NAME is required"):
         load({"NODE_NAME": ""})
 
 

@@ -70,14 +70,20 @@ def test_waiters_wake_on_change() -> None:
     assert not latest.devices["d-n-0"].healthy
 
 
-def test_wait_returns_unchanged_snapshot_on_timeout_or_wake() -> None:
+def test_wait_returns_unchanged_snapshot_on_timeout_or_cancel() -> None:
     model = DeviceModel(make_devices("d", "n", 1))
     seen = model.snapshot().version
     assert model.wait_for_change(seen, timeout=0.05).version == seen
-    timer = threading.Timer(0.1, model.wake_all)
+    cancel = threading.Event()
+
+    def cancel_and_wake() -> None:
+        cancel.set()
+        model.wake_all()
+
+    timer = threading.Timer(0.1, cancel_and_wake)
     started = time.monotonic()
     timer.start()
-    assert model.wait_for_change(seen, timeout=10).version == seen
+    assert model.wait_for_change(seen, timeout=10, cancel=cancel).version == seen
     assert time.monotonic() - started < 5
 
 

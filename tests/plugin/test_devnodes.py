@@ -43,5 +43,5 @@ def test_a_regular_file_in_the_way_is_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(DeviceNodeError, match="cannot create device file .*/nodir/d-0"):
+    with pytest.raises(DeviceNodeError, match=r"cannot create device file .*/nodir/d-0"):
         ensure_device_node(tmp_path / "nodir", "d-0")

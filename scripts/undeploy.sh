@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Deletes every SimulatedDevice and waits until their plugins are gone, then removes the
+# operator and the CRD. Idempotent: whatever is already gone is skipped.
+#
+#   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
+#   KUBECTL      kubectl to run (default: kubectl)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+KUBECTL=${KUBECTL:-kubectl}
+NAMESPACE=simdev-system
+DEPLOYMENT=simdev-operator
+CRD=simulateddevices.simdev.io
+FINALIZER=simdev.io/finalizer
+PLUGINS=app.kubernetes.io/managed-by=simdev-operator
+
+say() { printf '[undeploy] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+kc() { "$KUBECTL" "$@"; }
+
+if [ -z "${KUBECONFIG:-}" ]; then
+  local_kubeconfig=$(make -s -C "$repo" cluster-kubeconfig)
+  [ -f "$local_kubeconfig" ] || die "KUBECONFIG is unset and the local cluster has no kubeconfig: set KUBECONFIG"
+  export KUBECONFIG=$local_kubeconfig
+  say "KUBECONFIG unset: using the local cluster ($KUBECONFIG)"
+fi
+say "cluster: context $(kc config current-context)"
+
+if kc get crd "$CRD" >/dev/null 2>&1; then
+  names=$(kc get simulateddevices -o name)
+  if [ -n "$names" ]; then
+    say "deleting $(wc -w <<<"$names") SimulatedDevice(s): $(tr '\n' ' ' <<<"$names")"
+    kc delete simulateddevices --all --wait=false >/dev/null
+    available=$(kc -n "$NAMESPACE" get deployment "$DEPLOYMENT" \
+      -o jsonpath='{.status.availableReplicas}' 2>/dev/null || true)
+    if [ "${available:-0}" -lt 1 ]; then
+      # Nobody will run the finalizer: release it; owner references still let the
+      # garbage collector remove the plugin objects.
+      say "the operator is not running: removing its finalizer from the SimulatedDevices"
+      for name in $names; do
+        kc patch "$name" --type=json \
+          -p "[{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}]" >/dev/null 2>&1 || true
+      done
+    fi
+    say "waiting for the SimulatedDevices to be gone (the operator stops their plugins first)"
+    for name in $names; do
+      kc wait --for=delete "$name" --timeout=180s >/dev/null 2>&1 \
+        || die "$name was not deleted within 180s; see: $KUBECTL describe $name"
+    done
+  else
+    say "no SimulatedDevices"
+  fi
+  say "waiting for the plugin DaemonSets to be gone"
+  for _ in $(seq 1 120); do
+    [ -z "$(kc get daemonsets -A -l "$PLUGINS" -o name)" ] && break
+    sleep 1
+  done
+  left=$(kc get daemonsets -A -l "$PLUGINS" -o name)
+  [ -z "$left" ] || die "plugin DaemonSets still exist: $left"
+else
+  say "the CRD is not installed: no SimulatedDevices to delete"
+fi
+
+say "removing the operator and the CRD"
+kc delete -k "$repo/manifests/base" --ignore-not-found --wait=true >&2
+say "done"

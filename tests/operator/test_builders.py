@@ -1,0 +1,177 @@
+"""The pure builders: one SimulatedDevice in, the objects that serve it out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from simdev.operator import builders
+from simdev.operator.model import (
+    CONFIG_HASH_ANNOTATION,
+    CREATED_NAMESPACE_LABEL,
+    DEFAULT_NAMESPACE,
+    OWNER_LABEL,
+    Device,
+)
+
+DeviceFactory = Callable[..., Device]
+IMAGE = "localhost/simdev-plugin:0.1.0"
+
+
+def _container(ds: dict[str, Any]) -> dict[str, Any]:
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def _mounts(ds: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in _container(ds)["volumeMounts"]}
+
+
+def _host_paths(ds: dict[str, Any]) -> dict[str, str]:
+    volumes = ds["spec"]["template"]["spec"]["volumes"]
+    return {v["name"]: v["hostPath"]["path"] for v in volumes if "hostPath" in v}
+
+
+def test_defaults_resolve_like_the_schema(device: DeviceFactory) -> None:
+    spec = device("gpu-sim").spec
+    assert spec.namespace == DEFAULT_NAMESPACE
+    assert spec.plugin_name == "gpu-sim"  # the object's name, computed by the operator
+    assert spec.resource_name == "example.com/simple-device"
+    assert spec.number_devices == 2
+    assert spec.device_id_prefix == "simple-device"
+    assert (spec.annotation_prefix, spec.env_prefix, spec.device_file_prefix) == ("", "", "")
+    assert spec.image is None
+
+
+def test_zero_devices_is_not_replaced_by_the_default(device: DeviceFactory) -> None:
+    assert device(numberDevices=0).spec.number_devices == 0
+
+
+def test_children_share_one_deterministic_name_in_the_target_namespace(
+    device: DeviceFactory,
+) -> None:
+    d = device("sample", namespace="plugins")
+    objects = builders.namespaced_objects(d, IMAGE)
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "DaemonSet"]
+    for obj in objects:
+        assert obj["metadata"]["name"] == "simdev-sample"
+        assert obj["metadata"]["namespace"] == "plugins"
+        assert obj["metadata"]["labels"][OWNER_LABEL] == "sample"
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == d.uid
+        assert owner["controller"] is True
+    # Building twice gives the very same objects: a restart applies, never duplicates.
+    assert builders.namespaced_objects(d, IMAGE) == objects
+
+
+def test_namespace_is_privileged_marked_as_ours_and_co_owned(device: DeviceFactory) -> None:
+    d = device("sample", namespace="plugins")
+    ns = builders.namespace(d)
+    labels = ns["metadata"]["labels"]
+    assert ns["metadata"]["name"] == "plugins"
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels[CREATED_NAMESPACE_LABEL] == "true"
+    (owner,) = ns["metadata"]["ownerReferences"]
+    # Not a controller reference: several SimulatedDevices may own one namespace.
+    assert owner == {**d.owner_reference(), "controller": False}
+
+
+def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFactory) -> None:
+    d = device("sample", numberDevices=3)
+    ds = builders.daemon_set(d, IMAGE)
+    container = _container(ds)
+    pod = ds["spec"]["template"]["spec"]
+    assert container["image"] == IMAGE
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["simdev-plugin"]
+    assert container["args"] == ["--config", "/etc/simdev/config.yaml"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert pod["serviceAccountName"] == "simdev-sample"
+    assert pod["automountServiceAccountToken"] is False
+    assert _mounts(ds)["device-plugins"] == "/var/lib/kubelet/device-plugins"
+    assert _host_paths(ds) == {"device-plugins": "/var/lib/kubelet/device-plugins"}
+    config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    assert config_volume["configMap"]["name"] == "simdev-sample"
+    assert container["resources"]["requests"]["cpu"]
+    assert container["resources"]["limits"]["memory"]
+    assert (
+        ds["spec"]["selector"]["matchLabels"].items()
+        <= ds["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_plugin_is_locked_down_without_device_files(device: DeviceFactory) -> None:
+    security = _container(builders.daemon_set(device(), IMAGE))["securityContext"]
+    assert security["runAsUser"] == 0
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_device_files_add_mknod_and_the_host_dev_mount(device: DeviceFactory) -> None:
+    d = device(deviceFilePrefix="simdev")
+    ds = builders.daemon_set(d, IMAGE)
+    security = _container(ds)["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["MKNOD"]}
+    assert _mounts(ds)["host-dev"] == "/host/dev"
+    assert _host_paths(ds)["host-dev"] == "/dev"
+    assert builders.plugin_config(d)["hostDevDir"] == "/host/dev"
+    assert "hostDevDir" not in builders.plugin_config(device())
+
+
+def test_node_selector_tolerations_and_image_override(device: DeviceFactory) -> None:
+    toleration = {"key": "simdev", "operator": "Exists", "effect": "NoSchedule"}
+    d = device(
+        nodeSelector={"disk": "ssd", "zone": "a"},
+        tolerations=[toleration],
+        image="localhost/other:1",
+    )
+    ds = builders.daemon_set(d, IMAGE)
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disk": "ssd", "zone": "a"}
+    assert pod["tolerations"] == [toleration]
+    assert _container(ds)["image"] == "localhost/other:1"
+    plain = builders.daemon_set(device(), IMAGE)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+
+
+def test_config_map_holds_the_plugin_config_in_camel_case(device: DeviceFactory) -> None:
+    d = device(
+        "sample",
+        resourceName="example.com/fpga",
+        pluginName="fpga",
+        numberDevices=4,
+        deviceIdPrefix="fpga",
+        annotationPrefix="example.com/fpga",
+        envPrefix="FPGA",
+    )
+    data = builders.config_map(d)["data"]
+    assert yaml.safe_load(data["config.yaml"]) == {
+        "resourceName": "example.com/fpga",
+        "pluginName": "fpga",
+        "numberDevices": 4,
+        "deviceIdPrefix": "fpga",
+        "annotationPrefix": "example.com/fpga",
+        "envPrefix": "FPGA",
+        "deviceFilePrefix": "",
+        "devicePluginDir": "/var/lib/kubelet/device-plugins",
+    }
+
+
+def test_config_hash_rolls_pods_on_config_changes_only(device: DeviceFactory) -> None:
+    def template_hash(d: Device) -> str:
+        annotations = builders.daemon_set(d, IMAGE)["spec"]["template"]["metadata"]["annotations"]
+        value: str = annotations[CONFIG_HASH_ANNOTATION]
+        return value
+
+    base = template_hash(device(numberDevices=2))
+    assert template_hash(device(numberDevices=2)) == base
+    assert template_hash(device(numberDevices=3)) != base
+    assert template_hash(device(envPrefix="X")) != base
+    # The node selector is part of the pod template anyway; it does not touch the config.
+    assert template_hash(device(nodeSelector={"a": "b"})) == base

@@ -1,0 +1,108 @@
+"""The CRD agrees with the operator: same defaults, and a schema for every status field.
+
+The API server silently prunes fields a structural schema does not declare, so a status
+field missing from the CRD would vanish without an error; these checks catch that early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from simdev.operator import model
+from simdev.operator.conflicts import Conflict
+from simdev.operator.observed import DaemonSetState, DeviceTotals
+from simdev.operator.status import build_status
+
+CRD = Path(__file__).resolve().parents[2] / "crds" / "simdev.io_simulateddevices.yaml"
+
+
+@pytest.fixture(scope="module")
+def version() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    assert crd["metadata"]["name"] == f"{model.PLURAL}.{model.GROUP}"
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == model.KIND
+    assert "simdev" in crd["spec"]["names"]["shortNames"]
+    (served,) = crd["spec"]["versions"]
+    assert served["name"] == model.VERSION
+    result: dict[str, Any] = served
+    return result
+
+
+def spec_schema(version: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    return props
+
+
+def test_schema_defaults_match_the_operator(version: dict[str, Any]) -> None:
+    spec = spec_schema(version)
+    assert spec["namespace"]["default"] == model.DEFAULT_NAMESPACE
+    assert spec["resourceName"]["default"] == model.DEFAULT_RESOURCE_NAME
+    assert spec["numberDevices"]["default"] == model.DEFAULT_NUMBER_DEVICES
+    assert spec["numberDevices"]["maximum"] == model.MAX_NUMBER_DEVICES
+    assert spec["deviceIdPrefix"]["default"] == model.DEFAULT_DEVICE_ID_PREFIX
+    for prefix in ("annotationPrefix", "envPrefix", "deviceFilePrefix"):
+        assert spec[prefix]["default"] == ""
+    assert "default" not in spec["pluginName"]  # computed from metadata.name by the operator
+
+
+def test_resource_name_is_immutable(version: dict[str, Any]) -> None:
+    rules = [r["rule"] for r in spec_schema(version)["resourceName"]["x-kubernetes-validations"]]
+    assert "self == oldSelf" in rules
+
+
+def undeclared(value: Any, schema: dict[str, Any], where: str) -> list[str]:
+    """Paths in value that the schema would prune."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        missing = []
+        for key, item in value.items():
+            if key not in props:
+                missing.append(f"{where}.{key}")
+            else:
+                missing += undeclared(item, props[key], f"{where}.{key}")
+        return missing
+    if isinstance(value, list):
+        return [
+            p for i, v in enumerate(value) for p in undeclared(v, schema["items"], f"{where}[{i}]")
+        ]
+    return []
+
+
+def test_every_status_field_is_declared(
+    version: dict[str, Any], device: Callable[..., model.Device]
+) -> None:
+    schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    deployed = DaemonSetState("ns", "simdev-a", 1, 1, 1, 1, 1, 1)
+    for status in (
+        build_status(
+            device("a"), conflict=None, daemon_set=deployed, totals=DeviceTotals(1, 2, 2), now="t"
+        ),
+        build_status(
+            device("a"),
+            conflict=Conflict("b", "pluginName", "a"),
+            daemon_set=None,
+            totals=DeviceTotals(),
+            now="t",
+        ),
+    ):
+        present = {k: v for k, v in status.items() if v is not None}
+        assert undeclared(present, schema, "status") == []
+
+
+def test_printer_columns_read_declared_fields(version: dict[str, Any]) -> None:
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert list(columns)[:5] == ["Resource", "Devices", "Nodes", "Allocatable", "Ready"]
+    assert list(columns)[-1] == "Age"
+    root = version["schema"]["openAPIV3Schema"]
+    for name, json_path in columns.items():
+        if json_path.startswith(".metadata") or "[?(" in json_path:
+            continue
+        node = root
+        for part in json_path.strip(".").split("."):
+            assert part in node["properties"], f"column {name}: {json_path} is not in the schema"
+            node = node["properties"][part]

@@ -1,0 +1,278 @@
+"""The deployment steps against an in-memory API server that keeps objects by name.
+
+The fake implements just the API semantics the steps rely on: create conflicts, server-side
+apply by name, owner-reference merging, resourceVersion preconditions and slow foreground
+deletion.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from simdev.operator.deployer import Deployer, RetryLater
+from simdev.operator.kube import JSON_PATCH, MERGE, STRATEGIC, Ref
+from simdev.operator.model import CREATED_NAMESPACE_LABEL, Device
+
+DeviceFactory = Callable[..., Device]
+IMAGE = "localhost/simdev-plugin:0.1.0"
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    """What an apply sets: everything but status and server-maintained metadata."""
+    meta = {k: v for k, v in obj["metadata"].items() if k not in ("resourceVersion", "generation")}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[Ref, dict[str, Any]] = {}
+        self.version = 0
+        # Foreground deletion keeps a DaemonSet until its pods are gone; collect() ends it.
+        self.terminating: set[Ref] = set()
+
+    def _store(self, ref: Ref, obj: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[ref] = obj
+        return copy.deepcopy(obj)
+
+    def get(self, ref: Ref) -> dict[str, Any] | None:
+        obj = self.objects.get(ref)
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ref = Ref.of(obj)
+        if ref in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        return self._store(ref, copy.deepcopy(obj))
+
+    def apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        ref = Ref.of(obj)
+        old = self.objects.get(ref)
+        new = copy.deepcopy(obj)
+        if old is None:
+            new["metadata"]["generation"] = 1
+            return self._store(ref, new), True
+        if _content(old) == _content(new):
+            return copy.deepcopy(old), False  # a no-op apply writes nothing
+        new["status"] = old.get("status", {})
+        new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+        return self._store(ref, new), False
+
+    def patch(
+        self, ref: Ref, patch: Any, content_type: str, subresource: str | None = None
+    ) -> dict[str, Any]:
+        if ref not in self.objects:
+            raise ApiException(status=404, reason="NotFound")
+        obj = copy.deepcopy(self.objects[ref])
+        meta = obj["metadata"]
+        if content_type == STRATEGIC:
+            owners = meta.setdefault("ownerReferences", [])
+            for owner in patch["metadata"]["ownerReferences"]:
+                owners[:] = [o for o in owners if o["uid"] != owner["uid"]] + [owner]
+        elif content_type == JSON_PATCH:
+            for op in patch:
+                if op["op"] == "test" and meta["resourceVersion"] != op["value"]:
+                    raise ApiException(status=409, reason="Conflict")
+                if op["op"] == "replace":
+                    assert op["path"] == "/metadata/ownerReferences"
+                    meta["ownerReferences"] = op["value"]
+        elif content_type == MERGE and subresource == "status":
+            status = obj.setdefault("status", {})
+            for key, value in patch["status"].items():
+                if value is None:
+                    status.pop(key, None)
+                else:
+                    status[key] = value
+        else:
+            raise AssertionError(f"unexpected patch {content_type}")
+        return self._store(ref, obj)
+
+    def delete(
+        self, ref: Ref, *, propagation: str = "Background", resource_version: str | None = None
+    ) -> bool:
+        obj = self.objects.get(ref)
+        if obj is None:
+            return False
+        if resource_version and obj["metadata"]["resourceVersion"] != resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        if propagation == "Foreground" and ref.kind == "DaemonSet":
+            obj["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+            self.terminating.add(ref)
+        else:
+            del self.objects[ref]
+        return True
+
+    def collect(self) -> None:
+        """The garbage collector finishing foreground deletions."""
+        for ref in self.terminating:
+            self.objects.pop(ref, None)
+        self.terminating.clear()
+
+    def kinds_in(self, namespace: str) -> list[str]:
+        return sorted(r.kind for r in self.objects if r.namespace == namespace)
+
+    def namespace(self, name: str) -> dict[str, Any]:
+        obj = self.objects[Ref("v1", "Namespace", name)]
+        return obj
+
+    def owners_of_namespace(self, name: str) -> list[str]:
+        return [o["uid"] for o in self.namespace(name)["metadata"].get("ownerReferences", [])]
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def deployer(kube: FakeKube) -> Deployer:
+    return Deployer(kube, IMAGE)  # type: ignore[arg-type]
+
+
+def test_first_deploy_creates_namespace_and_plugin_objects(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="plugins")
+    outcome = deployer.deploy(d, [])
+    assert kube.kinds_in("plugins") == ["ConfigMap", "DaemonSet", "ServiceAccount"]
+    assert kube.owners_of_namespace("plugins") == [d.uid]
+    assert outcome.daemon_set is not None
+    assert (outcome.daemon_set.namespace, outcome.daemon_set.name) == ("plugins", "simdev-a")
+    assert outcome.notes == [
+        "Created namespace plugins for the plugin",
+        "Created DaemonSet plugins/simdev-a",
+    ]
+
+
+def test_deploying_again_changes_nothing_and_duplicates_nothing(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="plugins")
+    deployer.deploy(d, [])
+    before = copy.deepcopy(kube.objects)
+    # A restarted operator runs the same steps again.
+    outcome = Deployer(kube, IMAGE).deploy(d, [])  # type: ignore[arg-type]
+    assert kube.objects == before
+    assert outcome.notes == []
+
+
+def test_a_namespace_someone_else_made_is_used_but_never_adopted(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    foreign = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    kube.create(foreign)
+    d = device("a", namespace="team")
+    assert deployer.deploy(d, []).notes == ["Created DaemonSet team/simdev-a"]
+    meta = kube.namespace("team")["metadata"]
+    assert "ownerReferences" not in meta and "labels" not in meta
+    # Moving away never deletes it either.
+    deployer.deploy(device("a", namespace="elsewhere"), ["team"])
+    kube.collect()
+    assert Ref("v1", "Namespace", "team") in kube.objects
+    assert kube.kinds_in("team") == []
+
+
+def test_a_shared_namespace_lives_until_its_last_user_leaves(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    a = device("a", namespace="plugins")
+    b = device("b", namespace="plugins", resourceName="example.com/b")
+    deployer.deploy(a, [])
+    deployer.deploy(b, [])
+    assert kube.owners_of_namespace("plugins") == [a.uid, b.uid]
+    # a moves away: it gives up its share, and b keeps the namespace.
+    deployer.deploy(device("a", namespace="other"), ["plugins"])
+    kube.collect()
+    assert kube.owners_of_namespace("plugins") == [b.uid]
+    assert kube.kinds_in("plugins") == ["ConfigMap", "DaemonSet", "ServiceAccount"]
+    # b moves away too: the namespace the operator made goes with the last user.
+    notes = deployer.deploy(
+        device("b", namespace="other", resourceName="example.com/b"), ["plugins"]
+    )
+    assert Ref("v1", "Namespace", "plugins") not in kube.objects
+    assert "Deleted namespace plugins, which no SimulatedDevice uses any more" in notes.notes
+
+
+def test_a_terminating_namespace_means_retry_later(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "plugins", "labels": {CREATED_NAMESPACE_LABEL: "true"}},
+            "status": {"phase": "Terminating"},
+        }
+    )
+    with pytest.raises(RetryLater, match="namespace plugins is being deleted"):
+        deployer.deploy(device("a", namespace="plugins"), [])
+    assert kube.kinds_in("plugins") == []
+
+
+def test_releasing_loses_a_race_safely(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    a = device("a", namespace="plugins")
+    deployer.deploy(a, [])
+
+    # Another SimulatedDevice joins between the read and the delete: the guarded delete fails.
+    real_get = kube.get
+
+    def get_then_someone_joins(ref: Ref) -> dict[str, Any] | None:
+        seen = real_get(ref)
+        if ref.kind == "Namespace":
+            b = device("b", namespace="plugins")
+            kube.patch(ref, {"metadata": {"ownerReferences": [b.owner_reference()]}}, STRATEGIC)
+        return seen
+
+    kube.get = get_then_someone_joins  # type: ignore[method-assign]
+    with pytest.raises(ApiException) as err:
+        deployer.release_namespace(a, "plugins")
+    assert err.value.status == 409
+    assert Ref("v1", "Namespace", "plugins") in kube.objects
+
+
+def test_withdraw_removes_plugin_objects_everywhere(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="plugins")
+    deployer.deploy(d, [])
+    kube.collect()
+    outcome = deployer.withdraw(d, ["plugins", "never-used"])
+    kube.collect()
+    assert "Deleted DaemonSet plugins/simdev-a" in outcome.notes
+    assert Ref("v1", "Namespace", "plugins") not in kube.objects
+    assert all(r.namespace is None for r in kube.objects)
+
+
+def test_tear_down_waits_for_the_daemon_set_to_be_gone(
+    kube: FakeKube, deployer: Deployer, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="plugins")
+    deployer.deploy(d, [])
+    assert deployer.tear_down(d, ["plugins"]) == ["plugins"]
+    assert kube.kinds_in("plugins") == ["DaemonSet"]  # config and account already gone
+    kube.collect()
+    assert deployer.tear_down(d, ["plugins"]) == []
+    # The namespace is left for the garbage collector (it follows the owner references).
+    assert kube.owners_of_namespace("plugins") == [d.uid]
+
+
+def test_status_is_merge_patched(kube: FakeKube, deployer: Deployer, device: DeviceFactory) -> None:
+    d = device("a")
+    ref = Ref("simdev.io/v1alpha1", "SimulatedDevice", "a")
+    kube.create(
+        {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "metadata": {"name": "a"},
+            "status": {"nodes": "1/1", "daemonSet": {"name": "x"}},
+        }
+    )
+    deployer.patch_status(d, {"nodes": "0/0", "daemonSet": None})
+    assert kube.objects[ref]["status"] == {"nodes": "0/0"}

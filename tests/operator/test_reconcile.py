@@ -1,0 +1,235 @@
+"""The reconcile loop with its blocking steps replaced by a recording fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+from simdev.operator.deployer import Outcome, RetryLater
+from simdev.operator.model import Device
+from simdev.operator.observed import DaemonSetState, NodeResources
+from simdev.operator.reconcile import Reconciler, World
+from simdev.operator.status import Event
+
+DeviceFactory = Callable[..., Device]
+NOW = "2030-01-01T00:00:00Z"
+
+
+class FakeDeployer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, list[str]]] = []
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.failure: Exception | None = None
+        self.ready = 0
+
+    def _ds(self, device: Device) -> DaemonSetState:
+        return DaemonSetState(
+            device.spec.namespace, f"simdev-{device.name}", 1, 1, 1, self.ready, 1, self.ready
+        )
+
+    def deploy(self, device: Device, namespaces: Iterable[str]) -> Outcome:
+        self.calls.append(("deploy", device.name, sorted(namespaces)))
+        if self.failure:
+            raise self.failure
+        return Outcome(self._ds(device), [f"deployed {device.name}"])
+
+    def withdraw(self, device: Device, namespaces: Iterable[str]) -> Outcome:
+        self.calls.append(("withdraw", device.name, sorted(namespaces)))
+        return Outcome()
+
+    def tear_down(self, device: Device, namespaces: Iterable[str]) -> list[str]:
+        self.calls.append(("tear_down", device.name, sorted(namespaces)))
+        return []
+
+    def patch_status(self, device: Device, patch: Mapping[str, Any]) -> None:
+        status = self.statuses.setdefault(device.name, {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = value
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.deployer = FakeDeployer()
+        self.events: list[tuple[str, Event]] = []
+        self.reconciler = Reconciler(
+            self.deployer,  # type: ignore[arg-type]
+            post_event=lambda d, e: self.events.append((d.name, e)),
+            clock=lambda: NOW,
+        )
+        self.world = World()
+
+    def run(self, name: str) -> None:
+        asyncio.run(self.reconciler.reconcile(name, lambda: self.world))
+
+    def ready(self, name: str) -> dict[str, Any]:
+        conditions = self.deployer.statuses[name]["conditions"]
+        found: dict[str, Any] = next(c for c in conditions if c["type"] == "Ready")
+        return found
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def node(resource: str, count: int) -> NodeResources:
+    return NodeResources("n1", {resource: count}, {resource: count})
+
+
+def test_deploys_and_reports_progress(harness: Harness, device: DeviceFactory) -> None:
+    d = device("a", namespace="plugins")
+    harness.world = World(devices={"a": d})
+    harness.run("a")
+    assert harness.deployer.calls == [("deploy", "a", ["plugins"])]
+    status = harness.deployer.statuses["a"]
+    assert status["daemonSet"]["name"] == "simdev-a"
+    assert harness.ready("a")["reason"] == "DaemonSetNotReady"
+    assert harness.events == [("a", Event("Normal", "Reconciled", "deployed a"))]
+
+
+def test_becomes_ready_once_nodes_offer_the_devices(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a", numberDevices=2)
+    harness.deployer.ready = 1
+    harness.world = World(devices={"a": d}, nodes=(node("example.com/simple-device", 2),))
+    harness.run("a")
+    assert harness.ready("a")["status"] == "True"
+    assert harness.deployer.statuses["a"]["devices"] == {
+        "nodes": 1,
+        "capacity": 2,
+        "allocatable": 2,
+    }
+    assert ("a", Event("Normal", "Ready", harness.ready("a")["message"])) in harness.events
+
+
+def test_reconciling_a_converged_object_writes_and_posts_nothing(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.run("a")
+    written = json.dumps(harness.deployer.statuses, sort_keys=True)
+    harness.events.clear()
+    harness.deployer.calls.clear()
+    harness.deployer.patch_status = None  # type: ignore[assignment,method-assign]
+    harness.run("a")  # would fail if it tried to patch the status
+    assert json.dumps(harness.deployer.statuses, sort_keys=True) == written
+    assert harness.events == [("a", Event("Normal", "Reconciled", "deployed a"))]
+    assert harness.deployer.calls == [("deploy", "a", ["simple-device-plugin"])]
+
+
+def test_the_later_object_of_a_conflict_is_withdrawn(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    first = device("first", created="2030-01-01T00:00:01Z")
+    later = device("later", created="2030-01-01T00:00:02Z")
+    harness.world = World(devices={"first": first, "later": later})
+    harness.run("later")
+    assert harness.deployer.calls == [("withdraw", "later", ["simple-device-plugin"])]
+    ready = harness.ready("later")
+    assert (ready["status"], ready["reason"]) == ("False", "Conflict")
+    assert "'first'" in ready["message"]
+    assert "daemonSet" not in harness.deployer.statuses["later"]
+    assert [(e.type, e.reason) for _, e in harness.events] == [("Warning", "Conflict")]
+
+
+def test_api_errors_are_reported_and_retried(harness: Harness, device: DeviceFactory) -> None:
+    err = ApiException(status=403, reason="Forbidden")
+    err.body = json.dumps({"message": 'daemonsets.apps "simdev-a" is forbidden'})
+    harness.deployer.failure = err
+    harness.world = World(devices={"a": device("a")})
+    with pytest.raises(kopf.TemporaryError, match="forbidden"):
+        harness.run("a")
+    ready = harness.ready("a")
+    assert (ready["reason"], ready["message"]) == (
+        "ReconcileError",
+        'daemonsets.apps "simdev-a" is forbidden',
+    )
+    assert [(e.type, e.reason) for _, e in harness.events] == [("Warning", "ReconcileError")]
+
+
+def test_waiting_steps_are_retried(harness: Harness, device: DeviceFactory) -> None:
+    harness.deployer.failure = RetryLater("namespace x is being deleted")
+    harness.world = World(devices={"a": device("a")})
+    with pytest.raises(kopf.TemporaryError, match="being deleted"):
+        harness.run("a")
+
+
+def test_objects_being_deleted_or_gone_are_left_alone(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a", deleting=True)})
+    harness.run("a")
+    harness.run("missing")
+    assert harness.deployer.calls == []
+
+
+def test_old_namespaces_come_from_the_index_and_the_status(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="new", status={"daemonSet": {"namespace": "older"}})
+    old_ds = DaemonSetState("old", "simdev-a", 1, 1, 1, 1, 1, 1)
+    harness.world = World(devices={"a": d}, daemon_sets={"a": (old_ds,)})
+    harness.run("a")
+    assert harness.deployer.calls == [("deploy", "a", ["new", "old", "older"])]
+
+
+def test_needing_reconcile_picks_only_objects_whose_facts_moved(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    a = device("a", created="2030-01-01T00:00:01Z")
+    b = device("b", created="2030-01-01T00:00:02Z", resourceName="example.com/b")
+    harness.world = World(devices={"a": a, "b": b})
+    harness.run("a")
+    harness.run("b")
+    assert harness.reconciler.needing_reconcile(harness.world) == []
+    # A node starts offering b's resource: only b's counts are stale.
+    harness.world = World(devices={"a": a, "b": b}, nodes=(node("example.com/b", 2),))
+    assert harness.reconciler.needing_reconcile(harness.world) == ["b"]
+
+
+def test_a_resolved_conflict_is_noticed(harness: Harness, device: DeviceFactory) -> None:
+    first = device("first", created="2030-01-01T00:00:01Z")
+    later = device("later", created="2030-01-01T00:00:02Z")
+    harness.world = World(devices={"first": first, "later": later})
+    harness.run("first")
+    harness.run("later")
+    assert harness.reconciler.needing_reconcile(harness.world) == []
+    harness.world = World(devices={"later": later})  # first was deleted
+    assert harness.reconciler.needing_reconcile(harness.world) == ["later"]
+    harness.run("later")
+    assert harness.deployer.calls[-1] == ("deploy", "later", ["simple-device-plugin"])
+    assert (
+        "later",
+        Event("Normal", "ConflictResolved", "nothing else claims its resource; deploying"),
+    ) in harness.events
+
+
+def test_tear_down_covers_every_namespace_used(harness: Harness, device: DeviceFactory) -> None:
+    d = device("a", namespace="new", deleting=True, status={"daemonSet": {"namespace": "old"}})
+    harness.world = World(devices={"a": d})
+    left = asyncio.run(harness.reconciler.tear_down("a", lambda: harness.world))
+    assert left == []
+    assert harness.deployer.calls == [("tear_down", "a", ["new", "old"])]
+
+
+def test_safety_net_runs_after_failures_and_when_never_run(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a")
+    harness.world = World(devices={"a": d})
+    assert harness.reconciler.resync_due(d)
+    harness.run("a")
+    assert not harness.reconciler.resync_due(d)
+    harness.deployer.failure = RetryLater("later")
+    with pytest.raises(kopf.TemporaryError):
+        harness.run("a")
+    assert harness.reconciler.resync_due(d)
