@@ -47,7 +47,11 @@ typecheck: venv
 	@ln -sfn ../../../plugin build/typecheck/simdev/plugin
 	@ln -sfn ../../../operator build/typecheck/simdev/operator
 	cd build/typecheck && MYPYPATH=. ../../$(VBIN)/mypy --config-file ../../pyproject.toml -p simdev.plugin -p simdev.operator
-	$(VBIN)/mypy tests bench
+	MYPYPATH=build/typecheck:tests $(VBIN)/mypy --explicit-package-bases tests bench
+
+.PHONY: bench
+bench: venv ## Benchmarks; figures go to bench-results/
+	$(VBIN)/python bench/listandwatch_size.py
 
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import yaml
+
 from simdev.operator.model import (
     CONFIG_HASH_ANNOTATION,
     CREATED_NAMESPACE_LABEL,

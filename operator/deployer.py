@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator import builders
 from simdev.operator.kube import JSON_PATCH, MERGE, STRATEGIC, Kube, Ref
 from simdev.operator.model import API_VERSION, CREATED_NAMESPACE_LABEL, KIND, Device, child_name

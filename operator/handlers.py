@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import kopf
+
 from simdev.operator.deployer import Deployer
 from simdev.operator.kube import Kube, load_api_client
 from simdev.operator.model import (
@@ -33,6 +34,8 @@ DEFAULT_PLUGIN_IMAGE = "localhost/simdev-plugin:0.1.0"
 # finish alone (a node that went away never confirms).
 TEARDOWN_PATIENCE = datetime.timedelta(minutes=2)
 RESYNC_CHECK_INTERVAL = 30.0
+# Handlers that run on every watch event or timer tick, whose success is not news.
+ROUTINE_HANDLERS = ("node_changed", "daemon_set_changed", "simulated_device_changed", "safety-net")
 
 DevicesIndex = kopf.Index[str, Device]
 DaemonSetsIndex = kopf.Index[str, DaemonSetState]
@@ -167,7 +170,14 @@ async def node_changed(
         await reconciler.reconcile_quietly(name, observe)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="safety-net", interval=RESYNC_CHECK_INTERVAL)
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    id="safety-net",
+    interval=RESYNC_CHECK_INTERVAL,
+    initial_delay=RESYNC_CHECK_INTERVAL,
+)
 async def safety_net(
     name: str,
     memo: kopf.Memo,

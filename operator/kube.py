@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator.model import API_VERSION, KIND, MANAGER, PLURAL
 
 PLURALS = {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Sequence
 
 import kopf
 
-# Importing the module registers the handlers with kopf.
-from simdev.operator import handlers  # noqa: F401
+# Importing the module also registers the handlers with kopf.
+from simdev.operator import handlers
 
 LIVENESS_ENV = "SIMDEV_LIVENESS_ENDPOINT"
 # Loopback unless told otherwise: a kubelet probing a pod IP needs the Deployment to say so.
@@ -19,6 +20,21 @@ LOG_FORMATS = {
     "plain": kopf.LogFormat.PLAIN,
     "json": kopf.LogFormat.JSON,
 }
+
+
+class QuietRoutineHandlers(logging.Filter):
+    """Drops kopf's success line for handlers that run on every watch event or tick.
+
+    Node heartbeats and the safety-net timer would otherwise log a line every few seconds;
+    their failures and everything they change are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.endswith("' succeeded.")
+            and any(f"'{name}'" in message for name in handlers.ROUTINE_HANDLERS)
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -43,7 +59,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
+    # log_prefix=None: text lines start with the object's name; JSON carries it as a field.
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=LOG_FORMATS[args.log_format],
+        log_prefix=None,
+        log_refkey="object",
+    )
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(QuietRoutineHandlers())
+        # One access line per liveness probe says nothing; failures show as probe errors.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # SimulatedDevices, Nodes and their DaemonSets are watched in every namespace.
     kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
 

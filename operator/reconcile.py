@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
@@ -139,7 +140,8 @@ class Reconciler:
             )
             await self._write_status(device, previous, status)
             for note in outcome.notes:
-                self._post_event(device, Event("Normal", "Reconciled", note))
+                # Notes start with their verb: "Created ...", "Deleted ...".
+                self._post_event(device, Event("Normal", note.split(" ", 1)[0], note))
             for event in transition_events(previous, status):
                 self._post_event(device, event)
             if error is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import kopf
+
 from simdev.operator.model import FINALIZER, MANAGED_BY_LABEL, MANAGER
 
 ANNOTATION_PREFIX = "simdev.io"

@@ -3,5 +3,6 @@
 Layout: ``config`` (settings), ``devices`` and ``allocation`` (the simulated device
 model, no gRPC), ``devnodes`` (host device files), ``service`` (gRPC servicer over the
 model), ``server``, ``kubelet`` and ``supervisor`` (socket, registration and restart
-handling, no device knowledge), ``main`` (command line), ``fakekubelet`` (test kubelet).
+handling, no device knowledge), ``logs``, ``healthcheck`` and ``main`` (command line),
+``fakekubelet`` (a kubelet stand-in for tests and demos), ``api`` (generated protocol).
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -135,46 +135,46 @@ def _read_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
-    def get(field: str, default: str) -> tuple[str, str]:
-        env_name = next(s.env for s in SETTINGS if s.field == field)
-        return raw.get(field, (default, env_name))
+def _default(field_name: str) -> str:
+    default = {f.name: f.default for f in fields(Config)}[field_name]
+    return "" if default is MISSING else str(default)
 
-    def check(field: str, default: str, rule: Callable[[str], str | None]) -> str:
-        value, source = get(field, default)
+
+def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
+    def get(field_name: str) -> tuple[str, str]:
+        env_name = next(s.env for s in SETTINGS if s.field == field_name)
+        return raw.get(field_name, (_default(field_name), env_name))
+
+    def check(field_name: str, rule: Callable[[str], str | None]) -> str:
+        value, source = get(field_name)
         problem = rule(value)
         if problem:
             raise ConfigError(_invalid(source, value, problem))
         return value
 
-    node, node_src = get("node_name", "")
+    node, node_src = get("node_name")
     if not node:
+        if " in " in node_src:  # set, but empty, in the file
+            raise ConfigError(_invalid(node_src, node, "must not be empty"))
         raise ConfigError(f"{node_src} is required (the node's name, e.g. from spec.nodeName)")
-    check("node_name", "", _node_name_problem)
+    check("node_name", _node_name_problem)
 
-    number_text = check("number_devices", "2", _number_problem)
-    count = int(number_text)
+    count = int(check("number_devices", _number_problem))
     last_index = max(count - 1, 0)
-
-    plugin_dir = Path(check("device_plugin_dir", "/var/lib/kubelet/device-plugins", _dir_problem))
-    plugin_dir = plugin_dir.absolute()
+    plugin_dir = Path(check("device_plugin_dir", _dir_problem)).absolute()
     return Config(
         node_name=node,
-        resource_name=check("resource_name", "example.com/simple-device", resource_name_problem),
-        plugin_name=check(
-            "plugin_name", "simple-device-plugin", lambda v: _plugin_name_problem(v, plugin_dir)
-        ),
+        resource_name=check("resource_name", resource_name_problem),
+        plugin_name=check("plugin_name", lambda v: _plugin_name_problem(v, plugin_dir)),
         number_devices=count,
-        device_id_prefix=check("device_id_prefix", "simple-device", _id_prefix_problem),
-        annotation_prefix=check(
-            "annotation_prefix", "", lambda v: _annotation_problem(v, last_index)
-        ),
-        env_prefix=check("env_prefix", "", _env_prefix_problem),
+        device_id_prefix=check("device_id_prefix", _id_prefix_problem),
+        annotation_prefix=check("annotation_prefix", lambda v: _annotation_problem(v, last_index)),
+        env_prefix=check("env_prefix", _env_prefix_problem),
         device_file_prefix=check(
-            "device_file_prefix", "", lambda v: _file_prefix_problem(v, last_index)
+            "device_file_prefix", lambda v: _file_prefix_problem(v, last_index)
         ),
         device_plugin_dir=plugin_dir,
-        host_dev_dir=Path(check("host_dev_dir", "/dev", _dir_problem)).absolute(),
+        host_dev_dir=Path(check("host_dev_dir", _dir_problem)).absolute(),
     )
 
 

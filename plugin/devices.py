@@ -109,8 +109,10 @@ class DeviceModel:
         """
         with self._cond:
             self._cond.wait_for(
-                lambda: self._snapshot.version != seen_version
-                or (cancel is not None and cancel.is_set()),
+                lambda: (
+                    self._snapshot.version != seen_version
+                    or (cancel is not None and cancel.is_set())
+                ),
                 timeout,
             )
             return self._snapshot

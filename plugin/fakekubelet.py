@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import stat
 import sys
@@ -27,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
+
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 from simdev.plugin.config import resource_name_problem
@@ -302,7 +302,8 @@ def _allocate(conn: PluginConnection, specs: Sequence[int | list[str]]) -> bool:
     try:
         response = conn.allocate(containers)
     except grpc.RpcError as err:
-        print(f"allocate {containers}: failed: {err.code().name}: {err.details()}")
+        wanted = ";".join(",".join(ids) for ids in containers)
+        print(f"allocate {wanted}: failed: {err.code().name}: {err.details()}")
         return False
     for ids, container in zip(containers, response.container_responses, strict=True):
         print(f"allocate {','.join(ids)}: {_container(container)}")
@@ -368,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     kubelet = FakeKubelet(args.dir.absolute(), on_event)
-    kubelet.start()
+    try:
+        kubelet.start()
+    except (OSError, RuntimeError) as err:
+        print(f"fake kubelet: cannot serve {kubelet.socket_path}: {err}", file=sys.stderr)
+        return 1
     print(f"fake kubelet: serving {kubelet.socket_path} (Ctrl-C to stop)", flush=True)
     code = 0
     try:
@@ -395,5 +400,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     sys.exit(main())

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import grpc
+
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 

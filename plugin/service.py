@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import grpc
+
 from simdev.plugin.allocation import (
     AllocationError,
     AllocationSettings,

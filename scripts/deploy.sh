@@ -55,9 +55,14 @@ kc wait --for=condition=Established "crd/$CRD" --timeout=60s >/dev/null
 # Stamping the built image's ID on the pod template rolls the operator exactly when the
 # image changed, and leaves it alone otherwise.
 archive=$repo/build/images/operator.tar
+image_id=
 if [ -f "$archive" ]; then
-  image_id=$(tar -xOf "$archive" manifest.json | python3 -c \
-    'import json,sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json")[:32])')
+  image_id=$(tar -xOf "$archive" manifest.json 2>/dev/null | python3 -c \
+    'import json,sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json")[:32])' \
+    2>/dev/null || true)
+  [ -n "$image_id" ] || say "warning: cannot read the image ID from $archive; the operator is not rolled"
+fi
+if [ -n "$image_id" ]; then
   current=$(kc -n "$NAMESPACE" get deployment "$DEPLOYMENT" \
     -o jsonpath='{.spec.template.metadata.annotations.simdev\.io/image-id}')
   if [ "$current" != "$image_id" ]; then

@@ -4,14 +4,17 @@
 #
 # Usage: scripts/gen-proto.sh [OUT_DIR]
 #   OUT_DIR defaults to plugin/api; the staleness test generates into a temp dir
-#   and compares. PYTHON selects the interpreter (default: the repo's .venv if
-#   present, else python3).
+#   and compares. PYTHON selects the interpreter (default: python3 if it has
+#   grpcio-tools, else the repo's .venv).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$repo/plugin/api}"
 if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$repo/.venv/bin/python" ]]; then PYTHON="$repo/.venv/bin/python"; else PYTHON=python3; fi
+  PYTHON=python3
+  if ! python3 -c 'import grpc_tools.protoc' 2>/dev/null && [[ -x "$repo/.venv/bin/python" ]]; then
+    PYTHON="$repo/.venv/bin/python"
+  fi
 fi
 
 if ! "$PYTHON" -c 'import grpc_tools.protoc' 2>/dev/null; then

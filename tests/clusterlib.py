@@ -109,7 +109,10 @@ class Cluster:
         def ready() -> bool:
             nodes = self.nodes()
             return bool(nodes) and all(
-                any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+                any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n["status"]["conditions"]
+                )
                 for n in nodes
             )
 

@@ -37,4 +37,3 @@ def images(cluster: Cluster) -> dict[str, str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Cluster tests share one node: run the fast unit tests first so they fail early.
     items.sort(key=lambda item: 1 if item.get_closest_marker("e2e") else 0)
-

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from clusterlib import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e

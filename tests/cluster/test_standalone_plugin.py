@@ -1,4 +1,4 @@
-"""The one-plugin deployment without the operator (manifests/standalone-plugin) on a real kubelet."""
+"""The standalone plugin deployment (manifests/standalone-plugin) on a real kubelet."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from clusterlib import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +34,11 @@ def plugin_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def standalone(cluster: Cluster, images: dict[str, str]) -> Iterator[Cluster]:
+    others = {node: n for node, n in cluster.allocatable(RESOURCE).items() if n}
+    assert not others, (
+        f"{RESOURCE} is already offered on {others}, by another plugin (a SimulatedDevice "
+        "left by the demo?): 'make undeploy' or delete it first"
+    )
     cluster.kubectl("apply", "-k", str(MANIFESTS))
     cluster.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset", "--timeout=120s")
     cluster.wait_allocatable(RESOURCE, int(plugin_env().get("NUMBER_DEVICES", "2")), timeout=60)
@@ -101,9 +107,18 @@ def test_kubelet_restart_restores_devices_without_touching_plugin(standalone: Cl
     if not standalone.local:
         pytest.skip("restarting the kubelet process needs the local cluster")
     before = plugin_pod(standalone)
+    name = before["metadata"]["name"]  # type: ignore[index]
+
+    def reregistrations() -> int:
+        logs = standalone.kubectl("-n", NAMESPACE, "logs", name).stdout
+        return logs.count("re-registered")
+
+    count = reregistrations()
     subprocess.run(["bash", str(REPO / "cluster" / "restart-kubelet.sh")], check=True, timeout=240)
     # Within 30 s of the kubelet coming back, the devices are allocatable again.
     standalone.wait_allocatable(RESOURCE, 2, timeout=30)
+    # The plugin noticed the new kubelet and registered again (not a stale node status).
+    wait_for("the plugin to re-register", lambda: reregistrations() > count, timeout=30)
     after = plugin_pod(standalone)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]  # type: ignore[index]
     restarts = after["status"]["containerStatuses"][0]["restartCount"]  # type: ignore[index]

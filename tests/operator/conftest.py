@@ -1,15 +1,21 @@
-"""Factories shared by the operator's tests: SimulatedDevice bodies and snapshots.
+"""Fixtures shared by the operator's tests: SimulatedDevice factories and the deployed operator.
 
 Exposed as fixtures because test modules are imported by path, not as a package.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from clusterlib import Cluster
 from simdev.operator.model import API_VERSION, KIND, Device
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_body(
@@ -57,3 +63,19 @@ def body() -> BodyFactory:
 def device() -> DeviceFactory:
     """Like body, but returns the operator's snapshot of it."""
     return make_device
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, images: dict[str, str]) -> Cluster:
+    """The operator, deployed once per session the way a user does (scripts/deploy.sh).
+
+    The images fixture has already built and loaded the images. The operator is left
+    running: the next deploy is idempotent, and each test deletes what it created.
+    """
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy.sh")],
+        env={**cluster.env(), "SKIP_IMAGES": "1"},
+        check=True,
+        timeout=600,
+    )
+    return cluster

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+
 from simdev.operator import builders
 from simdev.operator.model import (
     CONFIG_HASH_ANNOTATION,

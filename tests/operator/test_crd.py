@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from simdev.operator import model
 from simdev.operator.conflicts import Conflict
 from simdev.operator.observed import DaemonSetState, DeviceTotals

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator.deployer import Deployer, RetryLater
 from simdev.operator.kube import JSON_PATCH, MERGE, STRATEGIC, Ref
 from simdev.operator.model import CREATED_NAMESPACE_LABEL, Device

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator.kube import Ref, api_error, collection_path, path
 
 

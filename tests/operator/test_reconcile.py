@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from simdev.operator.deployer import Outcome, RetryLater
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, NodeResources
@@ -36,7 +37,7 @@ class FakeDeployer:
         self.calls.append(("deploy", device.name, sorted(namespaces)))
         if self.failure:
             raise self.failure
-        return Outcome(self._ds(device), [f"deployed {device.name}"])
+        return Outcome(self._ds(device), [f"Created DaemonSet simdev-{device.name}"])
 
     def withdraw(self, device: Device, namespaces: Iterable[str]) -> Outcome:
         self.calls.append(("withdraw", device.name, sorted(namespaces)))
@@ -92,7 +93,7 @@ def test_deploys_and_reports_progress(harness: Harness, device: DeviceFactory) -
     status = harness.deployer.statuses["a"]
     assert status["daemonSet"]["name"] == "simdev-a"
     assert harness.ready("a")["reason"] == "DaemonSetNotReady"
-    assert harness.events == [("a", Event("Normal", "Reconciled", "deployed a"))]
+    assert harness.events == [("a", Event("Normal", "Created", "Created DaemonSet simdev-a"))]
 
 
 def test_becomes_ready_once_nodes_offer_the_devices(
@@ -122,7 +123,7 @@ def test_reconciling_a_converged_object_writes_and_posts_nothing(
     harness.deployer.patch_status = None  # type: ignore[assignment,method-assign]
     harness.run("a")  # would fail if it tried to patch the status
     assert json.dumps(harness.deployer.statuses, sort_keys=True) == written
-    assert harness.events == [("a", Event("Normal", "Reconciled", "deployed a"))]
+    assert harness.events == [("a", Event("Normal", "Created", "Created DaemonSet simdev-a"))]
     assert harness.deployer.calls == [("deploy", "a", ["simple-device-plugin"])]
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from simdev.operator.conflicts import Conflict
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, DeviceTotals, NodeResources

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from simdev.plugin.allocation import AllocationSettings
 from simdev.plugin.devices import DeviceModel, make_devices
 from simdev.plugin.fakekubelet import FakeKubelet, PluginConnection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from simdev.plugin.allocation import (
     AllocationError,
     AllocationSettings,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from simdev.plugin.config import MAX_DEVICES, Config, ConfigError, load
 
 
@@ -89,6 +90,7 @@ def test_unknown_file_keys_are_named(tmp_path: Path) -> None:
     [
         ("numberDevices: true\n", 'invalid numberDevices "True" in {f}: must be a non-negative'),
         ("nodeName: 12\n", 'invalid nodeName "12" in {f}: must be a string'),
+        ("nodeName: ''\n", 'invalid nodeName "" in {f}: must not be empty'),
         ("numberDevices: -1\n", 'invalid numberDevices "-1" in {f}: must be a non-negative'),
         ("- a list\n", "--config {f} must hold a mapping"),
         ("nodeName: [unclosed\n", "cannot parse --config {f}:"),

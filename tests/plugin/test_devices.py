@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from simdev.plugin.devices import (
     HEALTHY,
     UNHEALTHY,

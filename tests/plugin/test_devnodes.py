@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from simdev.plugin.devnodes import DeviceNodeError, ensure_device_node
 
 needs_root = pytest.mark.skipif(

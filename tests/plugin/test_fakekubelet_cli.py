@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.timeout(60)
+
 FAKE_KUBELET = [sys.executable, "-m", "simdev.plugin.fakekubelet"]
 # Two containers: two devices picked by the plugin's preference, and device 2 by ID.
 ALLOCATE = ["--allocate", "2", "--allocate", "simple-device-node-a-2"]

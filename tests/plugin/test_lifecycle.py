@@ -16,7 +16,11 @@ from typing import Any
 
 import grpc
 import pytest
+
 from simdev.plugin.fakekubelet import FakeKubelet
+
+# Real processes and sockets: a hang must fail fast, not stall the suite.
+pytestmark = pytest.mark.timeout(45)
 
 RunPlugin = Callable[..., Any]
 DEVICES = ["simple-device-node-a-0", "simple-device-node-a-1"]

@@ -10,11 +10,20 @@ from typing import Any
 
 import grpc
 import pytest
-from simdev.plugin.allocation import AllocationSettings
+
+from simdev.plugin.allocation import AllocationSettings, ContainerAllocation, DeviceNode
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.config import MAX_DEVICES
 from simdev.plugin.devices import Device, DeviceModel
-from simdev.plugin.service import MAX_WATCH_STREAMS, list_response
+from simdev.plugin.service import (
+    MAX_WATCH_STREAMS,
+    container_response,
+    device_message,
+    list_response,
+)
+
+# Sockets and threads: a hang must fail fast, not stall the suite.
+pytestmark = pytest.mark.timeout(30)
 
 NODE = "node-a"
 Start = Callable[..., Any]
@@ -223,3 +232,24 @@ def test_worst_case_device_list_fits_the_kubelet_message_limit() -> None:
     ]
     size = list_response(DeviceModel(devices).snapshot()).ByteSize()
     assert size < 4 * 1024 * 1024
+
+
+def test_messages_built_from_the_model() -> None:
+    plain = device_message(Device(0, "a"))
+    assert (plain.ID, plain.health, plain.HasField("topology")) == ("a", "Healthy", False)
+    placed = device_message(Device(1, "b", healthy=False, numa_node=3))
+    assert placed.health == "Unhealthy"
+    assert [n.ID for n in placed.topology.nodes] == [3]
+    plan = ContainerAllocation(
+        device_ids=("a",),
+        envs={"X_0": "/dev/d-0"},
+        device_nodes=(DeviceNode("d-0", "/dev/d-0"),),
+        annotations={"k-0": "a"},
+    )
+    msg = container_response(plan)
+    assert dict(msg.envs) == {"X_0": "/dev/d-0"}
+    assert [(d.container_path, d.host_path, d.permissions) for d in msg.devices] == [
+        ("/dev/d-0", "/dev/d-0", "rw")
+    ]
+    assert dict(msg.annotations) == {"k-0": "a"}
+    assert len(msg.mounts) == 0 and len(msg.cdi_devices) == 0
