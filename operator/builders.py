@@ -132,6 +132,7 @@ def config_map(device: Device) -> dict[str, Any]:
 
 def _container(device: Device, image: str) -> dict[str, Any]:
     with_dev = bool(device.spec.device_file_prefix)
+    config_args = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
     mounts: list[dict[str, Any]] = [
         {"name": "device-plugins", "mountPath": DEVICE_PLUGIN_DIR},
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -148,12 +149,20 @@ def _container(device: Device, image: str) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["simdev-plugin"],
-        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "args": config_args,
         "env": [
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "LOG_FORMAT", "value": "json"},
         ],
         "resources": PLUGIN_RESOURCES,
+        # The plugin's own check dials its socket; a stuck server or a lost socket restarts it.
+        "livenessProbe": {
+            "exec": {"command": ["simdev-plugin", *config_args, "check"]},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 30,
+            "timeoutSeconds": 10,
+            "failureThreshold": 3,
+        },
         "securityContext": {
             # Root owns the kubelet's socket directory and the host's /dev.
             "runAsUser": 0,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from simdev.operator.conflicts import resolve, stale_conflicts
@@ -45,10 +46,20 @@ class World:
     daemon_sets: Mapping[str, tuple[DaemonSetState, ...]] = field(default_factory=dict)
     nodes: tuple[NodeResources, ...] = ()
 
-    def namespaces_of(self, device: Device, status: Mapping[str, Any]) -> set[str]:
-        """Every namespace this object may have deployed into: spec, index and status."""
+    def namespaces_of(
+        self, device: Device, status: Mapping[str, Any], *, terminating: bool = True
+    ) -> set[str]:
+        """Every namespace this object may have deployed into: spec, index and status.
+
+        terminating=False leaves out DaemonSets already being deleted: nothing is left to
+        do about them but wait.
+        """
         found = {device.spec.namespace}
-        found.update(ds.namespace for ds in self.daemon_sets.get(device.name, ()))
+        found.update(
+            ds.namespace
+            for ds in self.daemon_sets.get(device.name, ())
+            if terminating or not ds.deleting
+        )
         recorded = (status.get("daemonSet") or {}).get("namespace")
         if recorded:
             found.add(str(recorded))
@@ -113,7 +124,7 @@ class Reconciler:
             self._last_run[device.uid] = time.monotonic()
             previous = self.status_of(device)
             conflict = resolve(world.devices.values())[name]
-            namespaces = world.namespaces_of(device, previous)
+            namespaces = world.namespaces_of(device, previous, terminating=False)
             error: str | None = None
             outcome = Outcome()
             try:
@@ -123,7 +134,7 @@ class Reconciler:
                     outcome = await asyncio.to_thread(self._deployer.deploy, device, namespaces)
             except ApiException as err:
                 error = api_error(err)
-            except RetryLater as err:
+            except (RetryLater, urllib3.exceptions.HTTPError) as err:
                 error = str(err)
 
             world = observe()  # node counts may have moved while the steps ran

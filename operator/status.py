@@ -66,7 +66,8 @@ def judge(
             "waiting for the kubelet to report them"
         )
         return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
-    msg = f"{daemon_set.desired} nodes offer {device.spec.number_devices} {resource} each"
+    nodes = "1 node offers" if daemon_set.desired == 1 else f"{daemon_set.desired} nodes offer"
+    msg = f"{nodes} {device.spec.number_devices} {resource} each"
     return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")
 
 

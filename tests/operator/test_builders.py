@@ -89,6 +89,8 @@ def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFact
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["simdev-plugin"]
     assert container["args"] == ["--config", "/etc/simdev/config.yaml"]
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe == ["simdev-plugin", "--config", "/etc/simdev/config.yaml", "check"]
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert pod["serviceAccountName"] == "simdev-sample"

@@ -263,10 +263,14 @@ def test_a_conflicting_device_waits_for_the_holder(devices: Devices, shared_name
     assert ready["status"] == "False"
     assert "spec.resourceName" in ready["message"] and repr(holder) in ready["message"]
     assert devices.owned("daemonsets", later) == []
-    events = cluster.get_json(
-        "events", "-A", "--field-selector", f"involvedObject.name={later},reason=Conflict"
-    )["items"]
-    assert events, "a Conflict event is posted"
+    # Events are posted in the background, just after the status.
+    wait_for(
+        f"a Conflict event about {later}",
+        lambda: cluster.get_json(
+            "events", "-A", "--field-selector", f"involvedObject.name={later},reason=Conflict"
+        )["items"],
+        timeout=30,
+    )
     assert set(cluster.allocatable(resource).values()) == {1}  # still the holder's plugin
 
     devices.delete(holder)

@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 import pytest
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from simdev.operator.deployer import Outcome, RetryLater
@@ -157,11 +158,22 @@ def test_api_errors_are_reported_and_retried(harness: Harness, device: DeviceFac
     assert [(e.type, e.reason) for _, e in harness.events] == [("Warning", "ReconcileError")]
 
 
-def test_waiting_steps_are_retried(harness: Harness, device: DeviceFactory) -> None:
-    harness.deployer.failure = RetryLater("namespace x is being deleted")
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RetryLater("namespace x is being deleted"),
+        urllib3.exceptions.MaxRetryError(None, "/api", reason=ConnectionRefusedError()),  # type: ignore[arg-type]
+    ],
+)
+def test_waiting_steps_and_unreachable_servers_are_retried(
+    harness: Harness, device: DeviceFactory, failure: Exception
+) -> None:
+    harness.deployer.failure = failure
     harness.world = World(devices={"a": device("a")})
-    with pytest.raises(kopf.TemporaryError, match="being deleted"):
+    with pytest.raises(kopf.TemporaryError):
         harness.run("a")
+    ready = harness.ready("a")
+    assert (ready["reason"], ready["message"]) == ("ReconcileError", str(failure))
 
 
 def test_objects_being_deleted_or_gone_are_left_alone(
@@ -181,6 +193,20 @@ def test_old_namespaces_come_from_the_index_and_the_status(
     harness.world = World(devices={"a": d}, daemon_sets={"a": (old_ds,)})
     harness.run("a")
     assert harness.deployer.calls == [("deploy", "a", ["new", "old", "older"])]
+
+
+def test_daemon_sets_already_going_away_are_left_alone(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="new", status={"daemonSet": {"namespace": "new"}})
+    going = DaemonSetState("old", "simdev-a", 1, 1, 1, 1, 1, 1, deleting=True)
+    harness.world = World(devices={"a": d}, daemon_sets={"a": (going,)})
+    harness.run("a")
+    assert harness.deployer.calls == [("deploy", "a", ["new"])]
+    # Deletion still waits for it (and covers "new", which the last status recorded).
+    harness.world = World(devices={"a": device("a", deleting=True)}, daemon_sets={"a": (going,)})
+    asyncio.run(harness.reconciler.tear_down("a", lambda: harness.world))
+    assert harness.deployer.calls[-1] == ("tear_down", "a", ["new", "old", "simple-device-plugin"])
 
 
 def test_needing_reconcile_picks_only_objects_whose_facts_moved(

@@ -68,6 +68,7 @@ def test_ready_when_every_node_offers_every_device(device: DeviceFactory) -> Non
         totals=DeviceTotals(3, 6, 6),
     )
     assert verdict.ready and verdict.reason == "DevicesAdvertised" and not verdict.progressing
+    assert verdict.message == "3 nodes offer 2 example.com/simple-device each"
     # Zero devices is a valid, ready configuration.
     zero = judge(device(numberDevices=0), conflict=None, daemon_set=ds(), totals=DeviceTotals())
     assert zero.ready

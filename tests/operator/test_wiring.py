@@ -1,0 +1,75 @@
+"""The kopf wiring: settings, index functions and the observer over the indexes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import kopf
+
+from simdev.operator import handlers
+from simdev.operator.model import Device
+from simdev.operator.observed import DaemonSetState, NodeResources
+from simdev.operator.settings import configure
+
+
+def test_settings_use_our_own_names_and_a_quiet_posting_level() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    assert settings.persistence.finalizer == "simdev.io/finalizer"
+    progress = settings.persistence.progress_storage
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage)
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
+    assert progress.prefix == diffbase.prefix == "simdev.io"
+    assert settings.posting.level == logging.INFO and not settings.posting.loggers
+    assert settings.watching.server_timeout and settings.watching.client_timeout
+    assert settings.peering.standalone
+    (selector,) = list(settings.watching.label_selectors)
+    assert (
+        settings.watching.label_selectors[selector]
+        == "app.kubernetes.io/managed-by=simdev-operator"
+    )
+
+
+def test_index_functions_key_snapshots_by_what_the_reconciler_looks_up(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    # kopf's decorators type these as callbacks taking every kwarg; they are plain functions.
+    index_devices: Any = handlers.simdev_devices
+    index_daemon_sets: Any = handlers.simdev_daemonsets
+    index_nodes: Any = handlers.simdev_nodes
+    device_body = kopf.Body(cast(kopf.RawBody, body("sample", numberDevices=3)))
+    devices = index_devices(body=device_body)
+    assert devices["sample"].spec.number_devices == 3
+
+    ds_raw = {"metadata": {"namespace": "ns", "name": "simdev-sample"}, "status": {}}
+    ds_body = kopf.Body(cast(kopf.RawBody, ds_raw))
+    owned = index_daemon_sets(body=ds_body, labels={"simdev.io/simulated-device": "sample"})
+    assert owned["sample"].namespace == "ns"
+    assert index_daemon_sets(body=ds_body, labels={}) == {}
+
+    node_raw = {"metadata": {"name": "n1"}, "status": {"allocatable": {"example.com/x": "2"}}}
+    nodes = index_nodes(body=kopf.Body(cast(kopf.RawBody, node_raw)), name="n1")
+    assert nodes["n1"].allocatable == {"example.com/x": 2}
+
+
+def test_observer_snapshots_the_live_indexes(device: Callable[..., Device]) -> None:
+    a = device("a")
+    ds = DaemonSetState("ns", "simdev-a", 1, 1, 1, 1, 1, 1)
+    node = NodeResources("n1", {}, {})
+    # kopf indexes map keys to stores; any iterable store behaves the same here.
+    devices: dict[str, list[Any]] = {"a": [a]}
+    daemon_sets: dict[str, list[Any]] = {"a": [ds]}
+    nodes: dict[str, list[Any]] = {"n1": [node]}
+    observe = handlers.observer_from(
+        {"simdev_devices": devices, "simdev_daemonsets": daemon_sets, "simdev_nodes": nodes}
+    )
+    world = observe()
+    assert world.devices == {"a": a}
+    assert world.daemon_sets == {"a": (ds,)}
+    assert world.nodes == (node,)
+    # The indexes are read again on every call: later changes are seen.
+    devices["b"] = [device("b")]
+    assert set(observe().devices) == {"a", "b"}
