@@ -12,13 +12,8 @@ stop_daemon kubelet
 if running containerd; then
   tasks=$(ctr_k8s tasks ls -q 2>/dev/null || true)
   for t in $tasks; do
-    ctr_k8s tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
-  done
-  for t in $tasks; do
-    for _ in $(seq 1 50); do
-      ctr_k8s tasks delete "$t" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
+    # --force kills a running task and waits for it before deleting it.
+    ctr_k8s tasks delete --force "$t" >/dev/null 2>&1 || log "could not stop container $t"
   done
   [ -z "$tasks" ] || log "stopped $(echo "$tasks" | wc -w) pod containers"
 fi
