@@ -32,7 +32,7 @@ kc delete -f manifests/samples/consumer-pod.yaml --ignore-not-found --wait=true 
 kc apply -f manifests/samples/consumer-pod.yaml
 kc wait --for=jsonpath='{.status.phase}'=Succeeded pod/simple-device-consumer --timeout=120s >/dev/null
 echo "its env and device files:"
-kc logs simple-device-consumer | grep -E '^SIMPLE_|simple-device'
+kc logs simple-device-consumer | grep -E '^SIMPLE_| simple-device-[0-9]+$'
 
 say "kubectl get simdev"
 kc get simdev
