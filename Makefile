@@ -52,6 +52,7 @@ typecheck: venv
 .PHONY: bench
 bench: venv ## Benchmarks; figures go to bench-results/
 	$(VBIN)/python bench/listandwatch_size.py
+	$(VBIN)/python bench/plugin_allocate.py
 
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto
