@@ -17,6 +17,7 @@ from simdev.operator.model import (
     MANAGED_BY_LABEL,
     MANAGER,
     OWNER_LABEL,
+    PLUGIN_IMAGE_ID_ANNOTATION,
     Device,
     child_name,
 )
@@ -190,7 +191,16 @@ def _volumes(device: Device) -> list[dict[str, Any]]:
     return volumes
 
 
-def daemon_set(device: Device, default_image: str) -> dict[str, Any]:
+def pod_annotations(device: Device, default_image_id: str = "") -> dict[str, str]:
+    """The pod template's annotations: a change of any of them rolls the plugin pods."""
+    annotations = {CONFIG_HASH_ANNOTATION: config_hash(device)}
+    # Only the operator's own image is tracked; an image from spec.image is the user's to roll.
+    if default_image_id and not device.spec.image:
+        annotations[PLUGIN_IMAGE_ID_ANNOTATION] = default_image_id
+    return annotations
+
+
+def daemon_set(device: Device, default_image: str, default_image_id: str = "") -> dict[str, Any]:
     spec = device.spec
     pod_spec: dict[str, Any] = {
         "serviceAccountName": child_name(device.name),
@@ -220,7 +230,7 @@ def daemon_set(device: Device, default_image: str) -> dict[str, Any]:
             "template": {
                 "metadata": {
                     "labels": common_labels(device),
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(device)},
+                    "annotations": pod_annotations(device, default_image_id),
                 },
                 "spec": pod_spec,
             },
@@ -228,9 +238,15 @@ def daemon_set(device: Device, default_image: str) -> dict[str, Any]:
     }
 
 
-def namespaced_objects(device: Device, default_image: str) -> list[dict[str, Any]]:
+def namespaced_objects(
+    device: Device, default_image: str, default_image_id: str = ""
+) -> list[dict[str, Any]]:
     """Everything that lives in the target namespace, in the order it must be applied.
 
     The ConfigMap comes before the DaemonSet so that new pods read the new configuration.
     """
-    return [service_account(device), config_map(device), daemon_set(device, default_image)]
+    return [
+        service_account(device),
+        config_map(device),
+        daemon_set(device, default_image, default_image_id),
+    ]

@@ -50,9 +50,10 @@ def _children(device: Device, namespace: str) -> list[Ref]:
 
 
 class Deployer:
-    def __init__(self, kube: Kube, plugin_image: str) -> None:
+    def __init__(self, kube: Kube, plugin_image: str, plugin_image_id: str = "") -> None:
         self._kube = kube
         self.plugin_image = plugin_image
+        self.plugin_image_id = plugin_image_id
 
     def ensure_namespace(self, device: Device) -> list[str]:
         """Creates the target namespace if missing, or joins its owners if the operator made it.
@@ -118,7 +119,7 @@ class Deployer:
     def deploy(self, device: Device, stale_namespaces: Iterable[str]) -> Outcome:
         """Namespace, ServiceAccount, ConfigMap and DaemonSet, then cleanup of old namespaces."""
         outcome = Outcome(notes=self.ensure_namespace(device))
-        for obj in builders.namespaced_objects(device, self.plugin_image):
+        for obj in builders.namespaced_objects(device, self.plugin_image, self.plugin_image_id):
             live, created = self._kube.apply(obj)
             if obj["kind"] == "DaemonSet":
                 outcome.daemon_set = DaemonSetState.from_body(live)

@@ -30,6 +30,9 @@ from simdev.operator.settings import configure
 
 PLUGIN_IMAGE_ENV = "SIMDEV_PLUGIN_IMAGE"
 DEFAULT_PLUGIN_IMAGE = "localhost/simdev-plugin:0.1.0"
+# The ID of the image behind that fixed tag, set by scripts/deploy.sh: a new ID rolls the
+# plugin pods, and empty rolls nothing.
+PLUGIN_IMAGE_ID_ENV = "SIMDEV_PLUGIN_IMAGE_ID"
 # How long deletion waits for the plugin pods to stop before it lets the garbage collector
 # finish alone (a node that went away never confirms).
 TEARDOWN_PATIENCE = datetime.timedelta(minutes=2)
@@ -44,12 +47,20 @@ NodesIndex = kopf.Index[str, NodeResources]
 T = TypeVar("T")
 
 
+def plugin_image(environ: Mapping[str, str]) -> tuple[str, str]:
+    """The default plugin image and its ID ("" when unknown) from the operator's environment."""
+    image = environ.get(PLUGIN_IMAGE_ENV) or DEFAULT_PLUGIN_IMAGE
+    return image, environ.get(PLUGIN_IMAGE_ID_ENV, "").strip()
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    image = os.environ.get(PLUGIN_IMAGE_ENV) or DEFAULT_PLUGIN_IMAGE
-    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), image))
-    logging.getLogger(__name__).info("default plugin image: %s", image)
+    image, image_id = plugin_image(os.environ)
+    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), image, image_id))
+    logging.getLogger(__name__).info(
+        "default plugin image: %s (image ID: %s)", image, image_id or "unknown"
+    )
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

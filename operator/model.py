@@ -34,6 +34,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 # belonged to someone else and is never adopted.
 CREATED_NAMESPACE_LABEL = "simdev.io/created-namespace"
 CONFIG_HASH_ANNOTATION = "simdev.io/config-hash"
+# The default plugin image's ID on the pod template: its tag never changes, so this is what
+# rolls the plugin pods when the image is rebuilt.
+PLUGIN_IMAGE_ID_ANNOTATION = "simdev.io/plugin-image-id"
 
 
 @dataclass(frozen=True)

@@ -51,25 +51,41 @@ say "applying the CRD and the operator (manifests/overlays/$overlay)"
 kc apply -k "$repo/manifests/overlays/$overlay"
 kc wait --for=condition=Established "crd/$CRD" --timeout=60s >/dev/null
 
-# The image tag never changes, so a rebuilt image would not replace the running one.
-# Stamping the built image's ID on the pod template rolls the operator exactly when the
-# image changed, and leaves it alone otherwise.
-archive=$repo/build/images/operator.tar
-image_id=
-if [ -f "$archive" ]; then
-  image_id=$(tar -xOf "$archive" manifest.json 2>/dev/null | python3 -c \
-    'import json,sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json")[:32])' \
-    2>/dev/null || true)
-  [ -n "$image_id" ] || say "warning: cannot read the image ID from $archive; the operator is not rolled"
-fi
-if [ -n "$image_id" ]; then
-  current=$(kc -n "$NAMESPACE" get deployment "$DEPLOYMENT" \
-    -o jsonpath='{.spec.template.metadata.annotations.simdev\.io/image-id}')
-  if [ "$current" != "$image_id" ]; then
-    say "operator image changed: rolling the operator"
-    kc -n "$NAMESPACE" patch deployment "$DEPLOYMENT" --type=merge -p \
-      "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"simdev.io/image-id\":\"$image_id\"}}}}}" >/dev/null
+# The image tags never change, so a rebuilt image would not replace the running one.
+# Stamping the built operator image's ID on the pod template rolls the operator exactly when
+# its image changed; handing the plugin image's ID to the operator (which puts it on the
+# plugin pod templates) rolls the plugins exactly when theirs changed. Either leaves
+# everything alone otherwise.
+image_id() {  # $1: image name; prints the ID of build/images/$1.tar, or nothing
+  local archive=$repo/build/images/$1.tar id=
+  if [ -f "$archive" ]; then
+    id=$(tar -xOf "$archive" manifest.json 2>/dev/null | python3 -c \
+      'import json,sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json")[:32])' \
+      2>/dev/null || true)
+    [ -n "$id" ] || say "warning: cannot read the image ID from $archive; the $1 is not rolled"
   fi
+  echo "$id"
+}
+deployed() { kc -n "$NAMESPACE" get deployment "$DEPLOYMENT" -o jsonpath="$1"; }
+
+operator_id=$(image_id operator)
+plugin_id=$(image_id plugin)
+template=()
+if [ -n "$operator_id" ] \
+  && [ "$(deployed '{.spec.template.metadata.annotations.simdev\.io/image-id}')" != "$operator_id" ]; then
+  say "operator image changed: rolling the operator"
+  template+=("\"metadata\":{\"annotations\":{\"simdev.io/image-id\":\"$operator_id\"}}")
+fi
+if [ -n "$plugin_id" ] && [ "$(deployed \
+  '{.spec.template.spec.containers[?(@.name=="operator")].env[?(@.name=="SIMDEV_PLUGIN_IMAGE_ID")].value}')" \
+  != "$plugin_id" ]; then
+  say "plugin image changed: the restarted operator rolls the plugin DaemonSets"
+  template+=("\"spec\":{\"containers\":[{\"name\":\"operator\",\"env\":[{\"name\":\"SIMDEV_PLUGIN_IMAGE_ID\",\"value\":\"$plugin_id\"}]}]}")
+fi
+if [ "${#template[@]}" -gt 0 ]; then
+  # One strategic merge patch (containers and env merge by name): one operator rollout.
+  kc -n "$NAMESPACE" patch deployment "$DEPLOYMENT" --type=strategic \
+    -p "{\"spec\":{\"template\":{$(IFS=,; echo "${template[*]}")}}}" >/dev/null
 fi
 
 say "waiting for the operator to be available"

@@ -34,6 +34,19 @@ def images(cluster: Cluster) -> dict[str, str]:
     return ensure_images(REPO, cluster)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "last: an e2e test that runs after every other (it removes what they share)"
+    )
+
+
+def _order(item: pytest.Item) -> int:
+    if not item.get_closest_marker("e2e"):
+        return 0
+    return 2 if item.get_closest_marker("last") else 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Cluster tests share one node: run the fast unit tests first so they fail early.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("e2e") else 0)
+    # Cluster tests share one node: run the fast unit tests first so they fail early, and
+    # the tests that take the cluster or the operator away after all the others.
+    items.sort(key=_order)

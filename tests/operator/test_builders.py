@@ -13,11 +13,13 @@ from simdev.operator.model import (
     CREATED_NAMESPACE_LABEL,
     DEFAULT_NAMESPACE,
     OWNER_LABEL,
+    PLUGIN_IMAGE_ID_ANNOTATION,
     Device,
 )
 
 DeviceFactory = Callable[..., Device]
 IMAGE = "localhost/simdev-plugin:0.1.0"
+IMAGE_ID = "42d07835dae34558b3b3345fa3298390"
 
 
 def _container(ds: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +27,11 @@ def _container(ds: dict[str, Any]) -> dict[str, Any]:
     assert len(containers) == 1
     result: dict[str, Any] = containers[0]
     return result
+
+
+def _annotations(ds: dict[str, Any]) -> dict[str, str]:
+    annotations: dict[str, str] = ds["spec"]["template"]["metadata"]["annotations"]
+    return annotations
 
 
 def _mounts(ds: dict[str, Any]) -> dict[str, str]:
@@ -178,3 +185,39 @@ def test_config_hash_rolls_pods_on_config_changes_only(device: DeviceFactory) ->
     assert template_hash(device(envPrefix="X")) != base
     # The node selector is part of the pod template anyway; it does not touch the config.
     assert template_hash(device(nodeSelector={"a": "b"})) == base
+
+
+def test_the_default_image_id_is_on_the_pod_template(device: DeviceFactory) -> None:
+    ds = builders.daemon_set(device(), IMAGE, IMAGE_ID)
+    assert _container(ds)["image"] == IMAGE
+    assert _annotations(ds)[PLUGIN_IMAGE_ID_ANNOTATION] == IMAGE_ID
+    (*_, passed_on) = builders.namespaced_objects(device(), IMAGE, IMAGE_ID)
+    assert passed_on == ds
+
+
+def test_an_image_override_is_not_tied_to_the_default_image_id(device: DeviceFactory) -> None:
+    d = device(image="localhost/other:1")
+    ds = builders.daemon_set(d, IMAGE, IMAGE_ID)
+    assert PLUGIN_IMAGE_ID_ANNOTATION not in _annotations(ds)
+    # A rebuilt default image leaves the user's pods alone.
+    assert builders.daemon_set(d, IMAGE, "0123456789abcdef") == ds
+
+
+def test_a_new_image_id_changes_the_pod_template_and_the_same_one_nothing(
+    device: DeviceFactory,
+) -> None:
+    before = builders.daemon_set(device(), IMAGE, IMAGE_ID)
+    # A restarted operator with the same image ID builds the very same DaemonSet: no roll.
+    assert builders.daemon_set(device(), IMAGE, IMAGE_ID) == before
+    after = builders.daemon_set(device(), IMAGE, "0123456789abcdef")
+    assert after["spec"]["template"] != before["spec"]["template"]
+    assert _annotations(after)[PLUGIN_IMAGE_ID_ANNOTATION] == "0123456789abcdef"
+    # Only the annotation differs: the rest of the pod template is untouched.
+    del _annotations(before)[PLUGIN_IMAGE_ID_ANNOTATION]
+    del _annotations(after)[PLUGIN_IMAGE_ID_ANNOTATION]
+    assert after == before
+
+
+def test_an_unknown_image_id_adds_no_annotation(device: DeviceFactory) -> None:
+    for ds in (builders.daemon_set(device(), IMAGE), builders.daemon_set(device(), IMAGE, "")):
+        assert set(_annotations(ds)) == {CONFIG_HASH_ANNOTATION}

@@ -162,6 +162,23 @@ def test_deploying_again_changes_nothing_and_duplicates_nothing(
     assert outcome.notes == []
 
 
+def test_only_a_new_plugin_image_id_rolls_the_plugin_pods(
+    kube: FakeKube, device: DeviceFactory
+) -> None:
+    d = device("a", namespace="plugins")
+    ds = Ref("apps/v1", "DaemonSet", "simdev-a", "plugins")
+    Deployer(kube, IMAGE, "id-1").deploy(d, [])  # type: ignore[arg-type]
+    before = copy.deepcopy(kube.objects)
+    # A restart with the same image ID writes nothing, so no pod is replaced.
+    Deployer(kube, IMAGE, "id-1").deploy(d, [])  # type: ignore[arg-type]
+    assert kube.objects == before
+    # A rebuilt image changes the pod template: the DaemonSet rolls its pods.
+    Deployer(kube, IMAGE, "id-2").deploy(d, [])  # type: ignore[arg-type]
+    template = kube.objects[ds]["spec"]["template"]
+    assert template["metadata"]["annotations"]["simdev.io/plugin-image-id"] == "id-2"
+    assert kube.objects[ds]["metadata"]["generation"] == 2
+
+
 def test_a_namespace_someone_else_made_is_used_but_never_adopted(
     kube: FakeKube, deployer: Deployer, device: DeviceFactory
 ) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
+import pytest
 
-from simdev.operator import handlers
-from simdev.operator.model import Device
+from simdev.operator import builders, handlers
+from simdev.operator.model import PLUGIN_IMAGE_ID_ANNOTATION, Device
 from simdev.operator.observed import DaemonSetState, NodeResources
 from simdev.operator.settings import configure
 
@@ -73,3 +74,21 @@ def test_observer_snapshots_the_live_indexes(device: Callable[..., Device]) -> N
     # The indexes are read again on every call: later changes are seen.
     devices["b"] = [device("b")]
     assert set(observe().devices) == {"a", "b"}
+
+
+def test_the_plugin_image_and_its_id_come_from_the_environment() -> None:
+    default = handlers.DEFAULT_PLUGIN_IMAGE
+    assert handlers.plugin_image({}) == (default, "")
+    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE_ID": "abc"}) == (default, "abc")
+    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE": "x:1"}) == ("x:1", "")
+    # kubectl set env can leave the variable set but empty.
+    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE_ID": " "}) == (default, "")
+
+
+@pytest.mark.parametrize("environ", [{}, {"SIMDEV_PLUGIN_IMAGE_ID": ""}])
+def test_without_an_image_id_the_pod_template_has_no_image_id(
+    environ: dict[str, str], device: Callable[..., Device]
+) -> None:
+    image, image_id = handlers.plugin_image(environ)
+    template = builders.daemon_set(device(), image, image_id)["spec"]["template"]
+    assert PLUGIN_IMAGE_ID_ANNOTATION not in template["metadata"]["annotations"]

@@ -1,0 +1,131 @@
+"""make cluster-up recovers from a killed cluster; make cluster-down leaves nothing behind.
+
+These take the whole cluster down, so they run after every other cluster test.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterlib import Cluster, make, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.last]
+
+REPO = Path(__file__).resolve().parents[2]
+DAEMONS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
+@functools.cache
+def settings() -> dict[str, str]:
+    """The cluster scripts' own settings, so the test never restates a path."""
+    names = ("SIMDEV_RUN", "SIMDEV_STATE", "CONTAINERD_SOCK", "SERVICE_CIDR", "BRIDGE")
+    script = ". cluster/lib/common.sh; " + "; ".join(f'echo "{n}=${n}"' for n in names)
+    out = subprocess.run(
+        ["bash", "-c", script], cwd=REPO, check=True, text=True, capture_output=True
+    )
+    return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+
+def lines_of(*cmd: str) -> list[str]:
+    return subprocess.run(list(cmd), text=True, capture_output=True).stdout.splitlines()
+
+
+def pids_of_cluster() -> dict[str, int]:
+    run = Path(settings()["SIMDEV_RUN"])
+    found = {}
+    for f in run.glob("*.pid"):
+        pid = int(f.read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            found[f.stem] = pid
+    return found
+
+
+def leftovers() -> list[str]:
+    """Processes, mounts, routes and links of the cluster that are still there."""
+    cfg = settings()
+    found = [
+        f"process: {line}"
+        for pattern in (
+            "bin/kube-",
+            "bin/kubelet",
+            f"containerd --config {cfg['SIMDEV_STATE']}",
+            f"containerd-shim.*-address {cfg['CONTAINERD_SOCK']}",
+        )
+        for line in lines_of("pgrep", "-af", pattern)
+    ]
+    roots = (cfg["SIMDEV_RUN"], f"{cfg['SIMDEV_STATE']}/containerd", "/var/lib/kubelet/pods")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4]
+        if target.startswith(roots) or target.startswith("/run/netns/cni-"):
+            found.append(f"mount: {target}")
+    found += [
+        f"route: {r}"
+        for r in lines_of("ip", "route", "show", "type", "blackhole")
+        if cfg["SERVICE_CIDR"] in r
+    ]
+    if lines_of("ip", "link", "show", cfg["BRIDGE"]):
+        found.append(f"link: {cfg['BRIDGE']}")
+    return found
+
+
+def run_busybox(cluster: Cluster, name: str) -> None:
+    cluster.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=true")
+    cluster.kubectl(
+        "run", name, "--image=busybox:1.36", "--image-pull-policy=IfNotPresent",
+        "--restart=Never", "--", "sh", "-c", "echo alive",
+    )  # fmt: skip
+    wait_for(
+        f"pod {name} to succeed",
+        lambda: cluster.get_json("pod", name)["status"].get("phase") == "Succeeded",
+        timeout=120,
+    )
+    assert cluster.kubectl("logs", name).stdout.strip() == "alive"
+    cluster.kubectl("delete", "pod", name, "--wait=false")
+
+
+@pytest.fixture
+def local(cluster: Cluster) -> Cluster:
+    if not cluster.local or os.geteuid() != 0:
+        pytest.skip("needs the local cluster, as root")
+    return cluster
+
+
+def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:
+    # A pod running when everything dies leaves mounts, a network namespace and a sandbox.
+    local.kubectl("run", "victim", "--image=busybox:1.36", "--restart=Never", "--", "sleep", "600")
+    wait_for(
+        "pod victim to run",
+        lambda: local.get_json("pod", "victim")["status"].get("phase") == "Running",
+        timeout=120,
+    )
+    pids = pids_of_cluster()
+    assert set(DAEMONS) | {"containerd"} <= set(pids), pids
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(
+        ["pkill", "-KILL", "-f", f"containerd-shim.*-address {settings()['CONTAINERD_SOCK']}"],
+        check=False,
+    )
+    wait_for("the killed processes to be gone", lambda: not pids_of_cluster(), timeout=30)
+
+    started = time.monotonic()
+    make(REPO, "cluster-up", timeout=300)
+    assert time.monotonic() - started < 120
+    local.wait_node_ready()
+    run_busybox(local, "after-recovery")
+    local.kubectl("delete", "pod", "victim", "--wait=false", "--grace-period=0", "--force")
+
+
+def test_cluster_down_leaves_nothing_and_up_starts_again(local: Cluster) -> None:
+    make(REPO, "cluster-down", timeout=300)
+    assert leftovers() == []
+    make(REPO, "cluster-up", timeout=300)
+    local.wait_node_ready()
+    run_busybox(local, "after-restart")
