@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -18,13 +19,15 @@ import grpc
 
 log = logging.getLogger("simdev.plugin")
 
+FLUSH_SECONDS = 0.05
+
 
 class Servicer(Protocol):
     def add_to(self, server: grpc.Server) -> None:
         """Registers the gRPC services on server."""
 
     def stop(self) -> None:
-        """Ends long-lived calls (streams) promptly; called before the server stops."""
+        """Ends long-lived calls (streams) and waits for them; called before the server stops."""
 
 
 class ServerError(Exception):
@@ -72,6 +75,9 @@ class PluginServer:
         self._server = self._servicer = None
         if servicer is not None:
             servicer.stop()
+            # The streams' final OK status is written by gRPC's threads after the handlers
+            # return; a moment before closing lets it reach the kubelet instead of a reset.
+            time.sleep(FLUSH_SECONDS)
         if server is not None:
             # Waiting matters: gRPC unlinks the socket path when a server finishes
             # stopping, which must not happen after a new server took that path.

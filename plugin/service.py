@@ -90,7 +90,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self._settings = settings
         self._host_dev_dir = host_dev_dir
         self._stopping = threading.Event()
-        self._watch_slots = threading.BoundedSemaphore(MAX_WATCH_STREAMS)
+        self._streams = threading.Condition()
+        self._open_streams = 0
 
     # Framework hooks (see server.Servicer).
 
@@ -98,9 +99,12 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         # Generated gRPC code is untyped.
         pb_grpc.add_DevicePluginServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STREAM_RECHECK_SECONDS) -> None:
+        """Ends every ListAndWatch stream and waits (bounded) until their handlers returned."""
         self._stopping.set()
         self._model.wake_all()
+        with self._streams:
+            self._streams.wait_for(lambda: self._open_streams == 0, timeout)
 
     # v1beta1.DevicePlugin
 
@@ -112,7 +116,11 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def ListAndWatch(
         self, request: pb.Empty, context: grpc.ServicerContext
     ) -> Iterator[pb.ListAndWatchResponse]:
-        if not self._watch_slots.acquire(blocking=False):
+        with self._streams:
+            full = self._open_streams >= MAX_WATCH_STREAMS
+            if not full:
+                self._open_streams += 1
+        if full:
             log.error("refused ListAndWatch: too many open streams")
             _abort(
                 context,
@@ -131,7 +139,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                     yield list_response(snapshot)
             # Returning ends the stream with status OK: a clean end for the kubelet.
         finally:
-            self._watch_slots.release()
+            with self._streams:
+                self._open_streams -= 1
+                self._streams.notify_all()
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext

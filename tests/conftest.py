@@ -38,11 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "last: an e2e test that runs after every other (it removes what they share)"
     )
+    config.addinivalue_line(
+        "markers", "disruptive: stops and restarts the cluster itself; runs after everything"
+    )
 
 
 def _order(item: pytest.Item) -> int:
     if not item.get_closest_marker("e2e"):
         return 0
+    if item.get_closest_marker("disruptive"):
+        return 3
     return 2 if item.get_closest_marker("last") else 1
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from clusterlib import Cluster, make, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.last]
+pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMONS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
