@@ -9,22 +9,9 @@
 # Only the local simdev cluster and kind clusters are supported: they are the ones the
 # images can be loaded into without a registry.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-KUBECTL=${KUBECTL:-kubectl}
-NAMESPACE=simdev-system
-DEPLOYMENT=simdev-operator
-CRD=simulateddevices.simdev.io
-
-say() { printf '[deploy] %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-kc() { "$KUBECTL" "$@"; }
-
-if [ -z "${KUBECONFIG:-}" ]; then
-  local_kubeconfig=$(make -s -C "$repo" cluster-kubeconfig)
-  [ -f "$local_kubeconfig" ] || die "KUBECONFIG is unset and the local cluster has no kubeconfig: run 'make cluster-up' or set KUBECONFIG"
-  export KUBECONFIG=$local_kubeconfig
-  say "KUBECONFIG unset: using the local cluster ($KUBECONFIG)"
-fi
+TAG=deploy
+. "$(dirname "$0")/lib.sh"
+use_cluster
 
 context=$(kc config current-context)
 server=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')

@@ -5,24 +5,11 @@
 #   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
 #   KUBECTL      kubectl to run (default: kubectl)
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-KUBECTL=${KUBECTL:-kubectl}
-NAMESPACE=simdev-system
-DEPLOYMENT=simdev-operator
-CRD=simulateddevices.simdev.io
+TAG=undeploy
+. "$(dirname "$0")/lib.sh"
 FINALIZER=simdev.io/finalizer
 PLUGINS=app.kubernetes.io/managed-by=simdev-operator
-
-say() { printf '[undeploy] %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-kc() { "$KUBECTL" "$@"; }
-
-if [ -z "${KUBECONFIG:-}" ]; then
-  local_kubeconfig=$(make -s -C "$repo" cluster-kubeconfig)
-  [ -f "$local_kubeconfig" ] || die "KUBECONFIG is unset and the local cluster has no kubeconfig: set KUBECONFIG"
-  export KUBECONFIG=$local_kubeconfig
-  say "KUBECONFIG unset: using the local cluster ($KUBECONFIG)"
-fi
+use_cluster
 say "cluster: context $(kc config current-context)"
 
 if kc get crd "$CRD" >/dev/null 2>&1; then
