@@ -54,7 +54,8 @@ for image in pause busybox; do
   fi
 done
 
-etcd_healthy() { curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+# Output is captured before matching: grep -q closing a pipe early would trip pipefail.
+etcd_healthy() { [[ $(curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health") == *'"health":"true"'* ]]; }
 start_etcd() {
   start_daemon etcd etcd --name simdev --data-dir "$SIMDEV_STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -79,8 +80,8 @@ if ! running etcd; then
 fi
 
 apiserver_ready() {
-  curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz" | grep -q ok
+  [[ $(curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$API_PORT/readyz") == ok ]]
 }
 if ! running kube-apiserver; then
   start_daemon kube-apiserver "$BIN/kube-apiserver" \
@@ -137,8 +138,8 @@ if ! running kubelet; then
 fi
 
 node_ready() {
-  kubectl_admin get node "$NODE_NAME" 2>/dev/null \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
+  [[ $(kubectl_admin get node "$NODE_NAME" 2>/dev/null \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
 if ! node_ready; then
   wait_until 180 "node Ready" node_ready \
