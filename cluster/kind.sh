@@ -7,7 +7,7 @@ name=${KIND_CLUSTER:-simdev}
 command -v kind >/dev/null || { echo "kind.sh: kind is not installed" >&2; exit 1; }
 case ${1:-} in
   up)
-    kind get clusters 2>/dev/null | grep -qx "$name" || kind create cluster --name "$name" --wait 120s
+    grep -qx "$name" <<<"$(kind get clusters 2>/dev/null)" || kind create cluster --name "$name" --wait 120s
     kind get kubeconfig --name "$name" > "${KIND_KUBECONFIG:-$HOME/.kube/kind-$name.yaml}"
     echo "${KIND_KUBECONFIG:-$HOME/.kube/kind-$name.yaml}" ;;
   down) kind delete cluster --name "$name" ;;
