@@ -7,6 +7,7 @@ name=${KIND_CLUSTER:-simdev}
 command -v kind >/dev/null || { echo "kind.sh: kind is not installed" >&2; exit 1; }
 case ${1:-} in
   up)
+    mkdir -p "$(dirname "${KIND_KUBECONFIG:-$HOME/.kube/kind-$name.yaml}")"
     grep -qx "$name" <<<"$(kind get clusters 2>/dev/null)" || kind create cluster --name "$name" --wait 120s
     kind get kubeconfig --name "$name" > "${KIND_KUBECONFIG:-$HOME/.kube/kind-$name.yaml}"
     echo "${KIND_KUBECONFIG:-$HOME/.kube/kind-$name.yaml}" ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,13 +33,33 @@ def plugin_env() -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
+def release_resource(cluster: Cluster) -> None:
+    """Makes the resource free for the standalone plugin: the demo's sample uses it too."""
+    crd = cluster.kubectl("get", "crd", "simulateddevices.simdev.io", check=False)
+    if crd.returncode == 0:
+        for item in cluster.get_json("simulateddevices")["items"]:
+            if item["spec"].get("resourceName") == RESOURCE:
+                cluster.kubectl("delete", "simulateddevice", item["metadata"]["name"])
+    others = {node: n for node, n in cluster.allocatable(RESOURCE).items() if n}
+    if others:
+        # Allocatable drops once the other plugin has stopped; anything else is a stranger.
+        try:
+            cluster.wait_allocatable(RESOURCE, 0, timeout=60)
+        except TimeoutError:
+            pytest.fail(f"{RESOURCE} is still offered on {others} by a plugin we did not start")
+
+    # The operator deletes a namespace it created along with its last SimulatedDevice, and
+    # the sample's namespace is the standalone manifest's too: let that deletion finish.
+    def namespace_settled() -> bool:
+        ns = cluster.kubectl("get", "namespace", NAMESPACE, "-o", "json", check=False)
+        return ns.returncode != 0 or json.loads(ns.stdout)["status"]["phase"] != "Terminating"
+
+    wait_for(f"namespace {NAMESPACE} to finish terminating", namespace_settled, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def standalone(cluster: Cluster, images: dict[str, str]) -> Iterator[Cluster]:
-    others = {node: n for node, n in cluster.allocatable(RESOURCE).items() if n}
-    assert not others, (
-        f"{RESOURCE} is already offered on {others}, by another plugin (a SimulatedDevice "
-        "left by the demo?): 'make undeploy' or delete it first"
-    )
+    release_resource(cluster)
     cluster.kubectl("apply", "-k", str(MANIFESTS))
     cluster.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset", "--timeout=120s")
     cluster.wait_allocatable(RESOURCE, int(plugin_env().get("NUMBER_DEVICES", "2")), timeout=60)
