@@ -22,11 +22,13 @@ deps: ## Debian packages (containerd, runc, CNI plugins, etcd, buildah, ...)
 	@bash $(CLUSTER)/install-deps.sh
 
 venv: $(VBIN)/.installed ## Python venv with the project and its dev tools
-$(VBIN)/.installed: pyproject.toml
-	@test -x $(VBIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(VBIN)/pip install -q --upgrade pip
-	@$(VBIN)/pip install -q -e '.[dev]'
+# The stamp is checked too: a venv whose python or pip broke is made again.
+$(VBIN)/.installed: pyproject.toml $(shell test -x $(VBIN)/python && $(VBIN)/python -c 'import pip' 2>/dev/null || echo FORCE)
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/venv.sh
 	@touch $@
+
+.PHONY: FORCE
+FORCE:
 
 ## ---- checks -------------------------------------------------------------
 .PHONY: test lint typecheck unit

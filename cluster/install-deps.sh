@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local cluster and the image builds need.
-# Idempotent: apt is only called for packages that are missing.
+# Idempotent: apt is only called for packages that are missing. With arguments, installs
+# just those (the venv step needs only python3-venv, not the cluster's packages).
 set -euo pipefail
 packages=(
   containerd runc containernetworking-plugins etcd-server buildah
   catatonit busybox-static debootstrap iproute2 iptables util-linux kmod
-  openssl ca-certificates curl
+  openssl ca-certificates curl python3-venv
 )
+[ $# -eq 0 ] || packages=("$@")
 missing=()
 for p in "${packages[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] || missing+=("$p")
@@ -19,7 +21,9 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian package may start its own containerd; the cluster runs a private one.
-if command -v service >/dev/null && service containerd status >/dev/null 2>&1; then
+# Installing Debian's containerd starts its service; the cluster runs a private one, so stop
+# only that freshly installed service, never a containerd that was already there.
+if [[ " ${missing[*]} " == *" containerd "* ]] && command -v service >/dev/null \
+  && service containerd status >/dev/null 2>&1; then
   service containerd stop >/dev/null 2>&1 || true
 fi
