@@ -7,6 +7,7 @@ without a cluster. The I/O layer applies the results as they are.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -14,16 +15,17 @@ import yaml
 from simdev.operator.model import (
     CONFIG_HASH_ANNOTATION,
     CREATED_NAMESPACE_LABEL,
+    GROUP,
     MANAGED_BY_LABEL,
     MANAGER,
     OWNER_LABEL,
     PLUGIN_IMAGE_ID_ANNOTATION,
+    PLURAL,
     Device,
     child_name,
 )
 
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
-HOST_DEV_DIR = "/host/dev"
 CONFIG_DIR = "/etc/simdev"
 CONFIG_FILE = "config.yaml"
 CONTAINER_NAME = "plugin"
@@ -36,6 +38,19 @@ PRIVILEGED_NAMESPACE_LABELS = {
 # A plugin idles between kubelet calls; these keep it schedulable on a full node and stop a
 # runaway one from hurting the node.
 PLUGIN_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}
+
+
+@dataclass(frozen=True)
+class PluginRuntime:
+    """How plugin pods run on this cluster; from the operator's environment."""
+
+    image: str
+    image_id: str = ""
+    # On clusters whose pods cannot reach the API server through its Service (the local
+    # cluster has no kube-proxy), plugins use the host's network and this address instead.
+    host_network: bool = False
+    api_host: str = ""
+    api_port: str = ""
 
 
 def common_labels(device: Device) -> dict[str, str]:
@@ -90,15 +105,81 @@ def service_account(device: Device) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": _metadata(device),
-        # The plugin never calls the API server, so it gets no token.
-        "automountServiceAccountToken": False,
+        # The token lets the plugin read its own SimulatedDevice and Node, nothing else.
+        "automountServiceAccountToken": True,
     }
 
 
+def plugin_role_name(device: Device) -> str:
+    return f"simdev-plugin-{device.name}"
+
+
+def _cluster_metadata(device: Device) -> dict[str, Any]:
+    return {
+        "name": plugin_role_name(device),
+        "labels": common_labels(device),
+        "ownerReferences": [device.owner_reference()],
+    }
+
+
+def plugin_cluster_role(device: Device) -> dict[str, Any]:
+    """Read access to this one SimulatedDevice (live changes) and to Nodes (their labels).
+
+    Nodes cannot be narrowed to the plugin's own node by RBAC; node labels are not secret.
+    """
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": _cluster_metadata(device),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [PLURAL],
+                "resourceNames": [device.name],
+                "verbs": ["get", "list", "watch"],
+            },
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        ],
+    }
+
+
+def plugin_cluster_role_binding(device: Device) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": _cluster_metadata(device),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": plugin_role_name(device),
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": child_name(device.name),
+                "namespace": device.spec.namespace,
+            }
+        ],
+    }
+
+
+def cluster_objects(device: Device) -> list[dict[str, Any]]:
+    """The cluster-scoped objects of one SimulatedDevice: the plugin's read access."""
+    return [plugin_cluster_role(device), plugin_cluster_role_binding(device)]
+
+
+# Settings a running plugin cannot take live: the socket and the registered resource.
+RESTART_KEYS = ("resourceName", "pluginName", "devicePluginDir", "simulatedDevice")
+
+
 def plugin_config(device: Device) -> dict[str, Any]:
-    """The plugin's configuration file (camelCase keys); NODE_NAME comes from the pod."""
+    """The plugin's configuration file (camelCase keys); NODE_NAME comes from the pod.
+
+    The plugin follows its SimulatedDevice for the live keys; this file is what it starts
+    with, and what it keeps when the API server cannot be reached.
+    """
     spec = device.spec
-    config: dict[str, Any] = {
+    return {
         "resourceName": spec.resource_name,
         "pluginName": spec.plugin_name,
         "numberDevices": spec.number_devices,
@@ -107,10 +188,9 @@ def plugin_config(device: Device) -> dict[str, Any]:
         "envPrefix": spec.env_prefix,
         "deviceFilePrefix": spec.device_file_prefix,
         "devicePluginDir": DEVICE_PLUGIN_DIR,
+        "simulatedDevice": device.name,
+        "faults": [dict(f) for f in spec.faults],
     }
-    if spec.device_file_prefix:
-        config["hostDevDir"] = HOST_DEV_DIR
-    return config
 
 
 def render_config(device: Device) -> str:
@@ -118,8 +198,14 @@ def render_config(device: Device) -> str:
 
 
 def config_hash(device: Device) -> str:
-    """A short digest of the configuration: put on the pod template, it rolls the pods."""
-    return hashlib.sha256(render_config(device).encode()).hexdigest()[:16]
+    """A digest of the settings that need a restart: on the pod template, it rolls the pods.
+
+    Live settings (device count, prefixes, faults) are left out: the plugins take those
+    without a restart.
+    """
+    config = plugin_config(device)
+    fixed = yaml.safe_dump({k: config[k] for k in RESTART_KEYS}, sort_keys=True)
+    return hashlib.sha256(fixed.encode()).hexdigest()[:16]
 
 
 def config_map(device: Device) -> dict[str, Any]:
@@ -131,30 +217,29 @@ def config_map(device: Device) -> dict[str, Any]:
     }
 
 
-def _container(device: Device, image: str) -> dict[str, Any]:
-    with_dev = bool(device.spec.device_file_prefix)
+def _container(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
     config_args = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
     mounts: list[dict[str, Any]] = [
         {"name": "device-plugins", "mountPath": DEVICE_PLUGIN_DIR},
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if with_dev:
-        mounts.append({"name": "host-dev", "mountPath": HOST_DEV_DIR})
-    capabilities: dict[str, Any] = {"drop": ["ALL"]}
-    if with_dev:
-        # Creating the simulated device nodes is mknod(2) on the host's /dev.
-        capabilities["add"] = ["MKNOD"]
+    env: list[dict[str, Any]] = [
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "LOG_FORMAT", "value": "json"},
+    ]
+    if runtime.api_host:
+        env += [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": runtime.api_host},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": runtime.api_port or "443"},
+        ]
     return {
         "name": CONTAINER_NAME,
-        "image": image,
+        "image": device.spec.image or runtime.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["simdev-plugin"],
         "args": config_args,
-        "env": [
-            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "LOG_FORMAT", "value": "json"},
-        ],
+        "env": env,
         "resources": PLUGIN_RESOURCES,
         # The plugin's own check dials its socket; a stuck server or a lost socket restarts it.
         "livenessProbe": {
@@ -165,13 +250,15 @@ def _container(device: Device, image: str) -> dict[str, Any]:
             "failureThreshold": 3,
         },
         "securityContext": {
-            # Root owns the kubelet's socket directory and the host's /dev.
+            # Root owns the kubelet's socket directory.
             "runAsUser": 0,
             "runAsGroup": 0,
             "runAsNonRoot": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
-            "capabilities": capabilities,
+            # Device files are the host's /dev/null under another name in the container,
+            # mapped by the runtime: no host /dev and no MKNOD needed.
+            "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": mounts,
     }
@@ -186,8 +273,6 @@ def _volumes(device: Device) -> list[dict[str, Any]]:
         {"name": "config", "configMap": {"name": child_name(device.name)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
-    if device.spec.device_file_prefix:
-        volumes.append({"name": "host-dev", "hostPath": {"path": "/dev", "type": "Directory"}})
     return volumes
 
 
@@ -200,17 +285,20 @@ def pod_annotations(device: Device, default_image_id: str = "") -> dict[str, str
     return annotations
 
 
-def daemon_set(device: Device, default_image: str, default_image_id: str = "") -> dict[str, Any]:
+def daemon_set(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
     spec = device.spec
     pod_spec: dict[str, Any] = {
         "serviceAccountName": child_name(device.name),
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": True,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(device, spec.image or default_image)],
+        "containers": [_container(device, runtime)],
         "volumes": _volumes(device),
         # The plugin only has to close its socket on SIGTERM.
         "terminationGracePeriodSeconds": 10,
     }
+    if runtime.host_network:
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "Default"
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -230,7 +318,7 @@ def daemon_set(device: Device, default_image: str, default_image_id: str = "") -
             "template": {
                 "metadata": {
                     "labels": common_labels(device),
-                    "annotations": pod_annotations(device, default_image_id),
+                    "annotations": pod_annotations(device, runtime.image_id),
                 },
                 "spec": pod_spec,
             },
@@ -238,9 +326,7 @@ def daemon_set(device: Device, default_image: str, default_image_id: str = "") -
     }
 
 
-def namespaced_objects(
-    device: Device, default_image: str, default_image_id: str = ""
-) -> list[dict[str, Any]]:
+def namespaced_objects(device: Device, runtime: PluginRuntime) -> list[dict[str, Any]]:
     """Everything that lives in the target namespace, in the order it must be applied.
 
     The ConfigMap comes before the DaemonSet so that new pods read the new configuration.
@@ -248,5 +334,5 @@ def namespaced_objects(
     return [
         service_account(device),
         config_map(device),
-        daemon_set(device, default_image, default_image_id),
+        daemon_set(device, runtime),
     ]

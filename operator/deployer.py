@@ -13,7 +13,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from simdev.operator import builders
-from simdev.operator.kube import JSON_PATCH, MERGE, STRATEGIC, Kube, Ref
+from simdev.operator.builders import PluginRuntime
+from simdev.operator.kube import JSON_PATCH, MERGE, RBAC, STRATEGIC, Kube, Ref
 from simdev.operator.model import API_VERSION, CREATED_NAMESPACE_LABEL, KIND, Device, child_name
 from simdev.operator.observed import DaemonSetState
 
@@ -49,11 +50,15 @@ def _children(device: Device, namespace: str) -> list[Ref]:
     ]
 
 
+def _cluster_children(device: Device) -> list[Ref]:
+    name = builders.plugin_role_name(device)
+    return [Ref(RBAC, "ClusterRoleBinding", name), Ref(RBAC, "ClusterRole", name)]
+
+
 class Deployer:
-    def __init__(self, kube: Kube, plugin_image: str, plugin_image_id: str = "") -> None:
+    def __init__(self, kube: Kube, runtime: PluginRuntime) -> None:
         self._kube = kube
-        self.plugin_image = plugin_image
-        self.plugin_image_id = plugin_image_id
+        self.runtime = runtime
 
     def ensure_namespace(self, device: Device) -> list[str]:
         """Creates the target namespace if missing, or joins its owners if the operator made it.
@@ -119,7 +124,10 @@ class Deployer:
     def deploy(self, device: Device, stale_namespaces: Iterable[str]) -> Outcome:
         """Namespace, ServiceAccount, ConfigMap and DaemonSet, then cleanup of old namespaces."""
         outcome = Outcome(notes=self.ensure_namespace(device))
-        for obj in builders.namespaced_objects(device, self.plugin_image, self.plugin_image_id):
+        # The plugin's read access first, so that a new pod can follow its object at once.
+        for obj in builders.cluster_objects(device):
+            self._kube.apply(obj)
+        for obj in builders.namespaced_objects(device, self.runtime):
             live, created = self._kube.apply(obj)
             if obj["kind"] == "DaemonSet":
                 outcome.daemon_set = DaemonSetState.from_body(live)
@@ -136,7 +144,12 @@ class Deployer:
         for namespace in sorted(set(namespaces)):
             outcome.notes += self._remove(device, namespace)
             outcome.notes += self.release_namespace(device, namespace)
+        self._remove_cluster_children(device)
         return outcome
+
+    def _remove_cluster_children(self, device: Device) -> None:
+        for ref in _cluster_children(device):
+            self._kube.delete(ref)
 
     def tear_down(self, device: Device, namespaces: Iterable[str]) -> list[str]:
         """Deletes the plugin objects of a SimulatedDevice being deleted.
@@ -151,6 +164,9 @@ class Deployer:
             daemon_set = _children(device, namespace)[0]
             if self._kube.get(daemon_set) is not None:
                 left.append(namespace)
+        if not left:
+            # Only once the plugins are gone: until then they still follow their object.
+            self._remove_cluster_children(device)
         return left
 
     def patch_status(self, device: Device, patch: Mapping[str, Any]) -> None:

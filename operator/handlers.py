@@ -5,6 +5,7 @@ Run with `simdev-operator` (or `kopf run -m simdev.operator.handlers --all-names
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Deployer
 from simdev.operator.kube import Kube, load_api_client
 from simdev.operator.model import (
@@ -24,7 +26,12 @@ from simdev.operator.model import (
     VERSION,
     Device,
 )
-from simdev.operator.observed import DaemonSetState, NodeResources
+from simdev.operator.observed import (
+    DaemonSetState,
+    NodeResources,
+    PodDevices,
+    requested_devices,
+)
 from simdev.operator.reconcile import Observe, Reconciler, World
 from simdev.operator.settings import configure
 
@@ -38,28 +45,53 @@ PLUGIN_IMAGE_ID_ENV = "SIMDEV_PLUGIN_IMAGE_ID"
 TEARDOWN_PATIENCE = datetime.timedelta(minutes=2)
 RESYNC_CHECK_INTERVAL = 30.0
 # Handlers that run on every watch event or timer tick, whose success is not news.
-ROUTINE_HANDLERS = ("node_changed", "daemon_set_changed", "simulated_device_changed", "safety-net")
+ROUTINE_HANDLERS = (
+    "node_changed",
+    "pod_changed",
+    "daemon_set_changed",
+    "simulated_device_changed",
+    "safety-net",
+    "fault-clock",
+)
 
 DevicesIndex = kopf.Index[str, Device]
 DaemonSetsIndex = kopf.Index[str, DaemonSetState]
 NodesIndex = kopf.Index[str, NodeResources]
+PodsIndex = kopf.Index[str, PodDevices]
+# The fault clock wakes at least this often, so a fault added meanwhile is not missed by more.
+FAULT_CLOCK_MAX_SLEEP = 2.0
 
 T = TypeVar("T")
 
 
-def plugin_image(environ: Mapping[str, str]) -> tuple[str, str]:
-    """The default plugin image and its ID ("" when unknown) from the operator's environment."""
-    image = environ.get(PLUGIN_IMAGE_ENV) or DEFAULT_PLUGIN_IMAGE
-    return image, environ.get(PLUGIN_IMAGE_ID_ENV, "").strip()
+# Set by the local cluster's overlay, where pods reach the API server only on the host's
+# loopback: plugin pods then use the host network and this address.
+PLUGIN_HOST_NETWORK_ENV = "SIMDEV_PLUGIN_HOST_NETWORK"
+PLUGIN_API_HOST_ENV = "SIMDEV_PLUGIN_API_HOST"
+PLUGIN_API_PORT_ENV = "SIMDEV_PLUGIN_API_PORT"
+
+
+def plugin_runtime(environ: Mapping[str, str]) -> PluginRuntime:
+    """How plugin pods run, from the operator's environment (image ID "" when unknown)."""
+    return PluginRuntime(
+        image=environ.get(PLUGIN_IMAGE_ENV) or DEFAULT_PLUGIN_IMAGE,
+        image_id=environ.get(PLUGIN_IMAGE_ID_ENV, "").strip(),
+        host_network=environ.get(PLUGIN_HOST_NETWORK_ENV, "").lower() == "true",
+        api_host=environ.get(PLUGIN_API_HOST_ENV, "").strip(),
+        api_port=environ.get(PLUGIN_API_PORT_ENV, "").strip(),
+    )
 
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    image, image_id = plugin_image(os.environ)
-    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), image, image_id))
+    runtime = plugin_runtime(os.environ)
+    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), runtime))
     logging.getLogger(__name__).info(
-        "default plugin image: %s (image ID: %s)", image, image_id or "unknown"
+        "default plugin image: %s (image ID: %s); host network: %s",
+        runtime.image,
+        runtime.image_id or "unknown",
+        runtime.host_network,
     )
 
 
@@ -80,11 +112,25 @@ def simdev_nodes(body: kopf.Body, name: str, **_: Any) -> dict[str, NodeResource
     return {name: NodeResources.from_body(body)}
 
 
+@kopf.index("v1", "pods")
+def simdev_pods(
+    body: kopf.Body, name: str, namespace: str | None, **_: Any
+) -> dict[str, PodDevices]:
+    # Only pods that hold an extended resource are kept, as two small fields.
+    held = PodDevices.from_body(body)
+    return {f"{namespace}/{name}": held} if held else {}
+
+
 def _values(store: Iterable[T]) -> list[T]:
     return list(store)
 
 
-def observer(devices: DevicesIndex, daemon_sets: DaemonSetsIndex, nodes: NodesIndex) -> Observe:
+def observer(
+    devices: DevicesIndex,
+    daemon_sets: DaemonSetsIndex,
+    nodes: NodesIndex,
+    pods: PodsIndex | None = None,
+) -> Observe:
     """A function that snapshots the live indexes whenever the reconciler asks."""
 
     def observe() -> World:
@@ -92,6 +138,7 @@ def observer(devices: DevicesIndex, daemon_sets: DaemonSetsIndex, nodes: NodesIn
             devices={name: d for name, store in devices.items() for d in _values(store)[:1]},
             daemon_sets={owner: tuple(_values(store)) for owner, store in daemon_sets.items()},
             nodes=tuple(n for store in nodes.values() for n in _values(store)[:1]),
+            pods=tuple(p for store in (pods or {}).values() for p in _values(store)[:1]),
         )
 
     return observe
@@ -99,7 +146,12 @@ def observer(devices: DevicesIndex, daemon_sets: DaemonSetsIndex, nodes: NodesIn
 
 def observer_from(kwargs: Mapping[str, Any]) -> Observe:
     """The observer over the indexes kopf passes to every handler by their function names."""
-    return observer(kwargs["simdev_devices"], kwargs["simdev_daemonsets"], kwargs["simdev_nodes"])
+    return observer(
+        kwargs["simdev_devices"],
+        kwargs["simdev_daemonsets"],
+        kwargs["simdev_nodes"],
+        kwargs["simdev_pods"],
+    )
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -178,6 +230,41 @@ async def node_changed(
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
     for name in reconciler.needing_reconcile(observe()):
+        await reconciler.reconcile_quietly(name, observe)
+
+
+@kopf.on.event("v1", "pods")
+async def pod_changed(
+    memo: kopf.Memo,
+    body: kopf.Body,
+    **kwargs: Any,
+) -> None:
+    # Devices held by pods are counted per node; most pods ask for none and change nothing.
+    if not requested_devices(body.get("spec") or {}):
+        return
+    reconciler = _reconciler(memo)
+    observe = observer_from(kwargs)
+    for name in reconciler.needing_reconcile(observe()):
+        await reconciler.reconcile_quietly(name, observe)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="fault-clock", cancellation_timeout=1.0)
+async def fault_clock(
+    name: str,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    # Fault windows open and close with time alone, with no watch event to tell us: this
+    # sleeps until the next switch, then reconciles so status and Events follow.
+    reconciler = _reconciler(memo)
+    observe = observer_from(kwargs)
+    while not stopped:
+        due = reconciler.next_fault_change(name, observe)
+        if due is None or due > FAULT_CLOCK_MAX_SLEEP:
+            await asyncio.sleep(FAULT_CLOCK_MAX_SLEEP)
+            continue
+        await asyncio.sleep(due + 0.05)
         await reconciler.reconcile_quietly(name, observe)
 
 

@@ -17,14 +17,22 @@ from kubernetes.client.exceptions import ApiException
 
 from simdev.operator.model import API_VERSION, KIND, MANAGER, PLURAL
 
+RBAC = "rbac.authorization.k8s.io/v1"
 PLURALS = {
     ("v1", "Namespace"): "namespaces",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "ConfigMap"): "configmaps",
     ("apps/v1", "DaemonSet"): "daemonsets",
+    (RBAC, "ClusterRole"): "clusterroles",
+    (RBAC, "ClusterRoleBinding"): "clusterrolebindings",
     (API_VERSION, KIND): PLURAL,
 }
-CLUSTER_SCOPED = {("v1", "Namespace"), (API_VERSION, KIND)}
+CLUSTER_SCOPED = {
+    ("v1", "Namespace"),
+    (RBAC, "ClusterRole"),
+    (RBAC, "ClusterRoleBinding"),
+    (API_VERSION, KIND),
+}
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"

@@ -54,6 +54,8 @@ class DeviceSpec:
     node_selector: tuple[tuple[str, str], ...]
     tolerations: tuple[Mapping[str, Any], ...]
     image: str | None
+    # spec.faults as written (the plugin parses them too); validated by the API server.
+    faults: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class Device:
                 node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())),
                 tolerations=tuple(spec.get("tolerations") or ()),
                 image=spec.get("image") or None,
+                faults=tuple(spec.get("faults") or ()),
             ),
             status=dict(body.get("status") or {}),
         )

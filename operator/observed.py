@@ -7,7 +7,7 @@ alone lists every image on it), and the status builder reads nothing else.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -60,25 +60,83 @@ def _count(value: Any) -> int:
 
 @dataclass(frozen=True)
 class NodeResources:
-    """The extended resources one Node reports (names with a domain, e.g. example.com/x)."""
+    """The extended resources one Node reports (names with a domain, e.g. example.com/x).
+
+    Labels are kept too: fault node selectors match on them.
+    """
 
     name: str
     capacity: Mapping[str, int]
     allocatable: Mapping[str, int]
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeResources:
         status = body.get("status") or {}
+        meta = body.get("metadata") or {}
 
         def extended(section: str) -> dict[str, int]:
             values = status.get(section) or {}
             return {k: _count(v) for k, v in values.items() if "/" in k}
 
         return cls(
-            name=str((body.get("metadata") or {}).get("name", "")),
+            name=str(meta.get("name", "")),
             capacity=extended("capacity"),
             allocatable=extended("allocatable"),
+            labels=dict(meta.get("labels") or {}),
         )
+
+
+FINISHED_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class PodDevices:
+    """The extended resources one unfinished, scheduled Pod holds on its node."""
+
+    node: str
+    held: Mapping[str, int]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodDevices | None:
+        """None for a Pod that holds no device: unscheduled, finished, or asking for none."""
+        spec = body.get("spec") or {}
+        node = spec.get("nodeName")
+        if not node or (body.get("status") or {}).get("phase") in FINISHED_PHASES:
+            return None
+        held = requested_devices(spec)
+        return cls(node=str(node), held=held) if held else None
+
+
+def requested_devices(pod_spec: Mapping[str, Any]) -> dict[str, int]:
+    """The extended resources a pod spec asks for (what the kubelet allocates it)."""
+
+    def wants(container: Mapping[str, Any]) -> dict[str, int]:
+        # Extended resources must have requests equal to limits; either may be given.
+        res = container.get("resources") or {}
+        merged = {**(res.get("requests") or {}), **(res.get("limits") or {})}
+        return {k: _count(v) for k, v in merged.items() if "/" in k}
+
+    held: dict[str, int] = {}
+    for c in pod_spec.get("containers") or ():
+        for k, v in wants(c).items():
+            held[k] = held.get(k, 0) + v
+    # Init containers run one at a time before the others, so the pod holds their maximum
+    # when that is larger than what the app containers need together.
+    for c in pod_spec.get("initContainers") or ():
+        for k, v in wants(c).items():
+            held[k] = max(held.get(k, 0), v)
+    return {k: v for k, v in held.items() if v > 0}
+
+
+def allocated_on(resource: str, pods: Iterable[PodDevices]) -> dict[str, int]:
+    """Devices of one resource held by unfinished pods, by node."""
+    held: dict[str, int] = {}
+    for pod in pods:
+        count = pod.held.get(resource, 0)
+        if count:
+            held[pod.node] = held.get(pod.node, 0) + count
+    return held
 
 
 @dataclass(frozen=True)
@@ -87,20 +145,38 @@ class DeviceTotals:
 
     nodes counts the nodes that can hand out at least one device right now: once a plugin
     stops, the kubelet keeps the resource in capacity but drops its allocatable to zero.
+    unhealthy is what the kubelet holds back: capacity minus allocatable.
     """
 
     nodes: int = 0
     capacity: int = 0
     allocatable: int = 0
+    allocated: int = 0
+
+    @property
+    def unhealthy(self) -> int:
+        return self.capacity - self.allocatable
 
     @classmethod
-    def of(cls, resource: str, nodes: Iterable[NodeResources]) -> DeviceTotals:
+    def of(
+        cls,
+        resource: str,
+        nodes: Iterable[NodeResources],
+        allocated: Mapping[str, int] | None = None,
+    ) -> DeviceTotals:
         nodes = list(nodes)
         return cls(
             nodes=sum(1 for n in nodes if n.allocatable.get(resource, 0) > 0),
             capacity=sum(n.capacity.get(resource, 0) for n in nodes),
             allocatable=sum(n.allocatable.get(resource, 0) for n in nodes),
+            allocated=sum((allocated or {}).values()),
         )
 
     def as_status(self) -> dict[str, int]:
-        return {"nodes": self.nodes, "capacity": self.capacity, "allocatable": self.allocatable}
+        return {
+            "nodes": self.nodes,
+            "capacity": self.capacity,
+            "allocatable": self.allocatable,
+            "allocated": self.allocated,
+            "unhealthy": self.unhealthy,
+        }

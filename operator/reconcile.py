@@ -26,8 +26,28 @@ from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
 from simdev.operator.model import Device
-from simdev.operator.observed import DaemonSetState, DeviceTotals, NodeResources
-from simdev.operator.status import Event, build_status, status_patch, transition_events
+from simdev.operator.observed import (
+    DaemonSetState,
+    DeviceTotals,
+    NodeResources,
+    PodDevices,
+    allocated_on,
+)
+from simdev.operator.simulation import (
+    NodeRow,
+    fault_clock,
+    fault_entries,
+    listed_rows,
+    next_fault_change,
+    node_rows,
+)
+from simdev.operator.status import (
+    Event,
+    build_status,
+    fault_events,
+    status_patch,
+    transition_events,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +65,8 @@ class World:
     # DaemonSets labelled as ours, by the name of the SimulatedDevice they serve.
     daemon_sets: Mapping[str, tuple[DaemonSetState, ...]] = field(default_factory=dict)
     nodes: tuple[NodeResources, ...] = ()
+    # Pods that hold extended resources, whatever their resource.
+    pods: tuple[PodDevices, ...] = ()
 
     def namespaces_of(
         self, device: Device, status: Mapping[str, Any], *, terminating: bool = True
@@ -90,10 +112,12 @@ class Reconciler:
         deployer: Deployer,
         post_event: PostEvent = post_kopf_event,
         clock: Callable[[], str] = _now,
+        epoch: Callable[[], float] = time.time,
     ) -> None:
         self._deployer = deployer
         self._post_event = post_event
         self._clock = clock
+        self._epoch = epoch
         self._locks: dict[str, asyncio.Lock] = {}
         # The last status this process wrote, by uid: fresher than the index, whose copy
         # arrives only with the next watch event. It prevents repeated events and patches.
@@ -141,22 +165,48 @@ class Reconciler:
             daemon_set = outcome.daemon_set
             if daemon_set is None and conflict is None:
                 daemon_set = world.daemon_set_in(device, device.spec.namespace)
+            totals, rows, faults = self._observed(device, world, previous)
             status = build_status(
                 device,
                 conflict=conflict,
                 daemon_set=daemon_set,
-                totals=DeviceTotals.of(device.spec.resource_name, world.nodes),
+                totals=totals,
                 now=self._clock(),
                 error=error,
+                rows=rows,
+                faults=faults,
             )
             await self._write_status(device, previous, status)
             for note in outcome.notes:
                 # Notes start with their verb: "Created ...", "Deleted ...".
                 self._post_event(device, Event("Normal", note.split(" ", 1)[0], note))
-            for event in transition_events(previous, status):
+            for event in transition_events(previous, status) + fault_events(
+                device, previous, status
+            ):
                 self._post_event(device, event)
             if error is not None:
                 raise kopf.TemporaryError(error, delay=RETRY_DELAY)
+
+    def _observed(
+        self, device: Device, world: World, status: Mapping[str, Any]
+    ) -> tuple[DeviceTotals, list[NodeRow], list[dict[str, Any]]]:
+        """Totals, node rows and fault entries for one object, from the world and its clock."""
+        now = self._epoch()
+        resource = device.spec.resource_name
+        clock = fault_clock(device, status, now)
+        allocated = allocated_on(resource, world.pods)
+        rows = node_rows(device, world.nodes, allocated, clock, now)
+        totals = DeviceTotals.of(resource, world.nodes, allocated)
+        return totals, rows, fault_entries(device, clock, rows, now)
+
+    def next_fault_change(self, name: str, observe: Observe) -> float | None:
+        """Seconds until a fault of this object switches on or off, or None."""
+        device = observe().devices.get(name)
+        if device is None or device.deleting:
+            return None
+        now = self._epoch()
+        due = next_fault_change(device, self.status_of(device), now)
+        return None if due is None else max(0.0, due - now)
 
     async def _write_status(
         self, device: Device, previous: Mapping[str, Any], status: Mapping[str, Any]
@@ -202,8 +252,14 @@ class Reconciler:
         for device in current.values():
             if device.deleting:
                 continue
-            totals = DeviceTotals.of(device.spec.resource_name, world.nodes).as_status()
-            if device.status.get("devices") != totals:
+            totals, rows, faults = self._observed(device, world, device.status)
+            listed, omitted = listed_rows(rows)
+            if (
+                device.status.get("devices") != totals.as_status()
+                or device.status.get("nodeDevices") != listed
+                or device.status.get("nodeDevicesOmitted") != omitted
+                or device.status.get("faults") != faults
+            ):
                 names.add(device.name)
         return sorted(names)
 

@@ -6,13 +6,14 @@ once per transition instead of once per reconcile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from simdev.operator.conflicts import CONFLICT_REASON, Conflict
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, DeviceTotals
+from simdev.operator.simulation import NodeRow, fault_transitions, listed_rows
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -37,6 +38,7 @@ def judge(
     daemon_set: DaemonSetState | None,
     totals: DeviceTotals,
     error: str | None = None,
+    rows: Sequence[NodeRow] = (),
 ) -> Verdict:
     resource = device.spec.resource_name
     if conflict is not None:
@@ -58,16 +60,21 @@ def judge(
             f"{daemon_set.updated} up to date"
         )
         return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
-    expected = device.spec.number_devices * daemon_set.desired
+    # Devices that active faults take away on purpose are expected to be missing.
+    held_back = sum(r.expected_capacity - r.expected_allocatable for r in rows)
+    expected = device.spec.number_devices * daemon_set.desired - held_back
     if totals.allocatable != expected:
         msg = (
             f"nodes offer {totals.allocatable} {resource}, expected {expected} "
-            f"({device.spec.number_devices} on each of {daemon_set.desired} nodes); "
-            "waiting for the kubelet to report them"
+            f"({device.spec.number_devices} on each of {daemon_set.desired} nodes"
+            + (f", {held_back} held back by faults" if held_back else "")
+            + "); waiting for the kubelet to report them"
         )
         return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
     nodes = "1 node offers" if daemon_set.desired == 1 else f"{daemon_set.desired} nodes offer"
     msg = f"{nodes} {device.spec.number_devices} {resource} each"
+    if held_back:
+        msg += f"; faults hold back {held_back}"
     return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")
 
 
@@ -102,9 +109,14 @@ def build_status(
     totals: DeviceTotals,
     now: str,
     error: str | None = None,
+    rows: Sequence[NodeRow] = (),
+    faults: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The complete status of one SimulatedDevice; device.status supplies the old one."""
-    verdict = judge(device, conflict=conflict, daemon_set=daemon_set, totals=totals, error=error)
+    verdict = judge(
+        device, conflict=conflict, daemon_set=daemon_set, totals=totals, error=error, rows=rows
+    )
+    listed, omitted = listed_rows(rows)
     previous = device.status
     deployed = daemon_set if conflict is None and daemon_set and not daemon_set.deleting else None
     return {
@@ -145,6 +157,9 @@ def build_status(
         # A ready/desired string, since printer columns cannot combine two fields.
         "nodes": f"{deployed.ready}/{deployed.desired}" if deployed else "0/0",
         "devices": totals.as_status(),
+        "nodeDevices": listed,
+        "nodeDevicesOmitted": omitted,
+        "faults": [dict(f) for f in faults],
     }
 
 
@@ -190,4 +205,21 @@ def transition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ev
         events.append(Event("Warning", reason, message))
     elif (not is_ready and was_ready) or (reason == "NoMatchingNodes" and not same):
         events.append(Event("Warning", "NotReady", f"{reason}: {message}"))
+    return events
+
+
+def fault_events(device: Device, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
+    """One Event per fault whose window opened or closed, aggregated over its nodes."""
+    events = []
+    for t in fault_transitions(device, old, new.get("faults") or ()):
+        kind = f" ({t.type})" if t.type else ""
+        if t.active:
+            where = "1 node" if t.nodes == 1 else f"{t.nodes} nodes"
+            events.append(
+                Event("Warning", "FaultActive", f"fault {t.name}{kind} is active on {where}")
+            )
+        else:
+            events.append(
+                Event("Normal", "FaultCleared", f"fault {t.name}{kind} is no longer active")
+            )
     return events

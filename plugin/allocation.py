@@ -37,12 +37,18 @@ class AllocationSettings:
     annotation_prefix: str = ""
 
 
+# Every simulated device file is the host's /dev/null under the device's own name in the
+# container: always present, harmless, and in every runtime's default device allow-list, so
+# the plugin needs neither the host's /dev nor CAP_MKNOD.
+HOST_DEVICE = "/dev/null"
+
+
 @dataclass(frozen=True)
 class DeviceNode:
-    """A device file to expose: the same path on the host and in the container."""
+    """A device file to expose: the host's device and where the container sees it."""
 
-    file_name: str  # name under the host's /dev, used to create the node
-    path: str  # /dev/<file_name>
+    path: str  # /dev/<prefix>-<index> in the container
+    host_path: str = HOST_DEVICE
     permissions: str = "rw"
 
 
@@ -76,7 +82,9 @@ def _check(snapshot: Snapshot, requests: Sequence[Sequence[str]]) -> list[list[D
             if device is None:
                 unknown.append(device_id)
             elif not device.healthy:
-                unhealthy.append(device_id)
+                unhealthy.append(
+                    f'"{device_id}"' + (f" ({device.reason})" if device.reason else "")
+                )
             else:
                 devices.append(device)
         resolved.append(devices)
@@ -84,7 +92,7 @@ def _check(snapshot: Snapshot, requests: Sequence[Sequence[str]]) -> list[list[D
         raise AllocationError(Failure.NOT_FOUND, f"unknown device ID(s): {_quoted(unknown)}")
     if unhealthy:
         raise AllocationError(
-            Failure.FAILED_PRECONDITION, f"device(s) not healthy: {_quoted(unhealthy)}"
+            Failure.FAILED_PRECONDITION, f"device(s) not healthy: {', '.join(unhealthy)}"
         )
     return resolved
 
@@ -105,9 +113,8 @@ def plan_allocation(
         annotations: dict[str, str] = {}
         for d in devices:
             if settings.device_file_prefix:
-                name = f"{settings.device_file_prefix}-{d.index}"
-                nodes.append(DeviceNode(file_name=name, path=f"/dev/{name}"))
-                container_path = f"/dev/{name}"
+                container_path = f"/dev/{settings.device_file_prefix}-{d.index}"
+                nodes.append(DeviceNode(path=container_path))
             else:
                 container_path = f"/dev/{d.index}"
             if settings.env_prefix:

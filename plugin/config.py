@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from simdev.plugin.faults import Fault, FaultError, parse_faults
 
 # One ListAndWatch message carries every device and the kubelet refuses messages
 # over 4 MiB. With the longest IDs the names allow (63-char prefix, 253-char node
@@ -51,7 +53,9 @@ class Config:
     env_prefix: str = ""
     device_file_prefix: str = ""
     device_plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
-    host_dev_dir: Path = Path("/dev")
+    # The SimulatedDevice to follow through the API for live changes; empty: static.
+    simulated_device: str = ""
+    faults: tuple[Fault, ...] = ()
 
     @property
     def socket_name(self) -> str:
@@ -83,9 +87,15 @@ SETTINGS = (
     _Setting("ENV_PREFIX", "envPrefix", "env_prefix"),
     _Setting("DEVICE_FILE_PREFIX", "deviceFilePrefix", "device_file_prefix"),
     _Setting("DEVICE_PLUGIN_DIR", "devicePluginDir", "device_plugin_dir"),
-    _Setting("HOST_DEV_DIR", "hostDevDir", "host_dev_dir"),
+    _Setting("SIMULATED_DEVICE", "simulatedDevice", "simulated_device"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
+# Faults are a list, not a string: FAULTS holds YAML or JSON, the file a YAML list.
+FAULTS_ENV = "FAULTS"
+FAULTS_KEY = "faults"
+# What a running plugin takes from its SimulatedDevice without a restart. The socket and
+# resource name are fixed for the life of a registration, so changing them rolls the pods.
+LIVE_KEYS = ("numberDevices", "deviceIdPrefix", "annotationPrefix", "envPrefix", "deviceFilePrefix")
 
 
 def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
@@ -94,14 +104,49 @@ def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
     for s in SETTINGS:
         if s.env in env:
             raw[s.field] = (env[s.env], s.env)
+    faults: Any = None
+    if env.get(FAULTS_ENV):
+        faults = _faults_from_text(env[FAULTS_ENV], FAULTS_ENV)
+    faults_source = FAULTS_ENV
     if config_file is not None:
-        for key, value in _read_file(config_file).items():
+        data = _read_file(config_file)
+        if FAULTS_KEY in data:
+            faults, faults_source = data.pop(FAULTS_KEY), f"{FAULTS_KEY} in {config_file}"
+        for key, value in _string_values(data, f" in {config_file}").items():
             s = _BY_KEY[key]
             raw[s.field] = (value, f"{key} in {config_file}")
-    return _build(raw)
+    return replace(_build(raw), faults=_faults(faults, faults_source))
 
 
-def _read_file(path: Path) -> dict[str, str]:
+def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
+    """cfg with the live settings and faults of a SimulatedDevice spec, checked like the rest.
+
+    Keys that need a restart, or that the plugin does not use, are ignored. where names the
+    source in error messages, e.g. "SimulatedDevice gpu".
+    """
+    raw = {s.field: (str(getattr(cfg, s.field)), s.env) for s in SETTINGS if s.field != "node_name"}
+    raw["node_name"] = (cfg.node_name, "NODE_NAME")
+    live = {k: spec[k] for k in LIVE_KEYS if spec.get(k) is not None}
+    for key, value in _string_values(live, f" in {where}").items():
+        raw[_BY_KEY[key].field] = (value, f"{key} in {where}")
+    return replace(_build(raw), faults=_faults(spec.get(FAULTS_KEY), f"spec.faults of {where}"))
+
+
+def _faults_from_text(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse {source}: {' '.join(str(err).split())}") from err
+
+
+def _faults(raw: Any, source: str) -> tuple[Fault, ...]:
+    try:
+        return parse_faults(raw)
+    except FaultError as err:
+        raise ConfigError(f"invalid {source}: {err}") from err
+
+
+def _read_file(path: Path) -> dict[str, Any]:
     """Reads a YAML (or JSON, which YAML accepts) mapping of camelCase keys."""
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -114,12 +159,16 @@ def _read_file(path: Path) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of settings")
-    unknown = sorted(str(k) for k in data if k not in _BY_KEY)
+    unknown = sorted(str(k) for k in data if k not in _BY_KEY and k != FAULTS_KEY)
     if unknown:
-        known = ", ".join(_BY_KEY)
+        known = ", ".join([*_BY_KEY, FAULTS_KEY])
         raise ConfigError(
             f"unknown key(s) in --config {path}: {', '.join(unknown)} (known keys: {known})"
         )
+    return dict(data)
+
+
+def _string_values(data: Mapping[str, Any], located: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in data.items():
         # Numbers are welcome for numberDevices; bool is an int subclass, so refuse it.
@@ -129,7 +178,7 @@ def _read_file(path: Path) -> dict[str, str]:
             values[key] = value
         else:
             raise ConfigError(
-                f'invalid {key} "{value}" in {path}: must be a '
+                f'invalid {key} "{value}"{located}: must be a '
                 + ("non-negative integer" if key == "numberDevices" else "string")
             )
     return values
@@ -174,7 +223,7 @@ def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
             "device_file_prefix", lambda v: _file_prefix_problem(v, last_index)
         ),
         device_plugin_dir=plugin_dir,
-        host_dev_dir=Path(check("host_dev_dir", _dir_problem)).absolute(),
+        simulated_device=check("simulated_device", _object_name_problem),
     )
 
 
@@ -271,6 +320,12 @@ def _file_prefix_problem(value: str, last_index: int) -> str | None:
         )
     if len(f"{value}-{last_index}".encode()) > 255:
         return "device file names would exceed 255 bytes"
+    return None
+
+
+def _object_name_problem(value: str) -> str | None:
+    if value and (len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value)):
+        return "must be a SimulatedDevice name (lowercase DNS subdomain)"
     return None
 
 

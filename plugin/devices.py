@@ -26,6 +26,8 @@ class Device:
     healthy: bool = True
     # NUMA node the device sits on; None when the simulation has no topology.
     numa_node: int | None = None
+    # What made it unhealthy (the fault names), for error messages and logs.
+    reason: str = ""
 
     @property
     def health(self) -> str:
@@ -36,9 +38,23 @@ def device_id(prefix: str, node_name: str, index: int) -> str:
     return f"{prefix}-{node_name}-{index}"
 
 
-def make_devices(prefix: str, node_name: str, count: int) -> list[Device]:
-    """The initial device set: indexes 0..count-1, all healthy."""
-    return [Device(index=i, id=device_id(prefix, node_name, i)) for i in range(count)]
+def make_devices(
+    prefix: str,
+    node_name: str,
+    count: int,
+    unhealthy: Mapping[int, str] | None = None,
+) -> list[Device]:
+    """Indexes 0..count-1; those in unhealthy (index -> reason) are Unhealthy."""
+    broken = unhealthy or {}
+    return [
+        Device(
+            index=i,
+            id=device_id(prefix, node_name, i),
+            healthy=i not in broken,
+            reason=broken.get(i, ""),
+        )
+        for i in range(count)
+    ]
 
 
 @dataclass(frozen=True)
@@ -89,10 +105,17 @@ class DeviceModel:
         )
         return True
 
-    def set_devices(self, devices: Iterable[Device]) -> None:
-        """Replaces the whole device set (for example when the device count changes)."""
+    def set_devices(self, devices: Iterable[Device]) -> bool:
+        """Replaces the whole device set; returns whether anything changed.
+
+        An unchanged set keeps its version, so no ListAndWatch stream sends a duplicate.
+        """
+        frozen = self._freeze(devices)
         with self._cond:
-            self._publish(devices)
+            if list(frozen.values()) == list(self._snapshot.devices.values()):
+                return False
+            self._publish(frozen.values())
+        return True
 
     def _publish(self, devices: Iterable[Device]) -> None:
         # Caller holds the condition.

@@ -250,6 +250,19 @@ def _device_list(response: pb.ListAndWatchResponse) -> str:
     return "devices: " + " ".join(f"{d.ID}={d.health}" for d in response.devices)
 
 
+def _health_changes(before: dict[str, str], response: pb.ListAndWatchResponse) -> list[str]:
+    """One line per device whose health differs from the previous list (added or removed too)."""
+    after = {d.ID: d.health for d in response.devices}
+    lines = [
+        f"health: {i} {before.get(i, 'absent')} -> {after.get(i, 'absent')}"
+        for i in sorted(before.keys() | after.keys(), key=lambda i: (len(i), i))
+        if before.get(i) != after.get(i)
+    ]
+    before.clear()
+    before.update(after)
+    return lines
+
+
 def _options(options: pb.DevicePluginOptions) -> str:
     return (
         f"pre_start_required={options.pre_start_required} "
@@ -348,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     first_list = threading.Event()
     stop = threading.Event()
+    health: dict[str, str] = {}
 
     def on_event(event: str, payload: Any) -> None:
         if event == "registered":
@@ -358,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif event == "devices":
             print(_device_list(payload), flush=True)
+            # The first list is the inventory; later ones are changes worth calling out.
+            changes = _health_changes(health, payload)
+            if first_list.is_set() and changes:
+                print("\n".join(changes), flush=True)
             first_list.set()
         elif event == "stream-end":
             print(f"ListAndWatch ended: {payload.name}", flush=True)

@@ -14,9 +14,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from simdev.plugin import config as configuration
 from simdev.plugin.logs import FORMATS
+
+if TYPE_CHECKING:
+    from simdev.plugin.simulation import Simulation
 
 PROG = "simdev-plugin"
 
@@ -80,9 +84,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     import logging
 
     from simdev.plugin import logs
-    from simdev.plugin.allocation import AllocationSettings
-    from simdev.plugin.devices import DeviceModel, make_devices
-    from simdev.plugin.devnodes import DeviceNodeError, ensure_device_node
+    from simdev.plugin.devices import DeviceModel
     from simdev.plugin.kubelet import register_request
     from simdev.plugin.server import PluginServer, ServerError
     from simdev.plugin.service import (
@@ -91,6 +93,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
         DevicePluginService,
         plugin_options,
     )
+    from simdev.plugin.simulation import Simulation
     from simdev.plugin.supervisor import Supervisor
 
     logs.setup(log_format)
@@ -117,38 +120,44 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    model = DeviceModel(make_devices(cfg.device_id_prefix, cfg.node_name, cfg.number_devices))
-    settings = AllocationSettings(
-        env_prefix=cfg.env_prefix,
-        device_file_prefix=cfg.device_file_prefix,
-        annotation_prefix=cfg.annotation_prefix,
-    )
-    if cfg.device_file_prefix:
-        # Create every device file now: a missing capability or host mount shows up
-        # at start instead of as a failed container later.
-        try:
-            created = sum(
-                ensure_device_node(cfg.host_dev_dir, f"{cfg.device_file_prefix}-{i}")
-                for i in range(cfg.number_devices)
-            )
-        except DeviceNodeError as err:
-            log.error("device files unavailable", extra={"fields": {"error": str(err)}})
-            return 1
-        log.info(
-            "device files ready",
-            extra={"fields": {"dir": str(cfg.host_dev_dir), "created": created}},
-        )
+    model = DeviceModel(())
+    simulation = Simulation(cfg, model)
+    threading.Thread(target=simulation.run, args=(stop,), name="fault-clock", daemon=True).start()
+    if cfg.simulated_device:
+        _follow(cfg, simulation, stop)
 
     server = PluginServer(
         cfg.socket_path,
-        lambda: DevicePluginService(model, settings, cfg.host_dev_dir),
+        lambda: DevicePluginService(model, simulation),
         workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
     )
     request = register_request(cfg.socket_name, cfg.resource_name, plugin_options())
     try:
         cfg.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-        Supervisor(server, cfg.kubelet_socket, request).run(stop)
+        Supervisor(server, cfg.kubelet_socket, request, hold=simulation.plugin_down).run(stop)
     except (ServerError, OSError) as err:
         log.error("cannot serve", extra={"fields": {"error": str(err)}})
         return 1
+    finally:
+        stop.set()
+        simulation.wake()
     return 0
+
+
+def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.Event) -> None:
+    """Starts following the SimulatedDevice and the Node through the API, when reachable."""
+    import logging
+
+    from simdev.plugin.apiwatch import InClusterAPI
+    from simdev.plugin.follow import Follower
+
+    log = logging.getLogger("simdev.plugin")
+    api = InClusterAPI.from_environment(os.environ)
+    if api is None:
+        log.warning(
+            "no Kubernetes API in this environment: live changes are off",
+            extra={"fields": {"simulatedDevice": cfg.simulated_device}},
+        )
+        return
+    Follower(cfg, simulation).start(api, stop)
+    log.info("following live changes", extra={"fields": {"simulatedDevice": cfg.simulated_device}})

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
 
 import grpc
 
@@ -26,7 +27,7 @@ from simdev.plugin.allocation import (
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 from simdev.plugin.devices import Device, DeviceModel, Snapshot
-from simdev.plugin.devnodes import DeviceNodeError, ensure_device_node
+from simdev.plugin.faults import ALLOCATE_DELAY, Fault
 
 log = logging.getLogger("simdev.plugin")
 
@@ -43,6 +44,36 @@ _STATUS = {
     Failure.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     Failure.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
 }
+
+
+class Behaviour(Protocol):
+    """What may change between calls: the allocation settings and the active faults."""
+
+    def allocation_settings(self) -> AllocationSettings: ...
+
+    def allocate_faults(self) -> Sequence[Fault]:
+        """Active AllocateDelay and AllocateError faults, delays first."""
+        ...
+
+    def draw(self, fault: Fault) -> float:
+        """A number in [0, 1) from the fault's random stream, compared to its probability."""
+        ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Settings that never change and no faults."""
+
+    settings: AllocationSettings = field(default_factory=AllocationSettings)
+
+    def allocation_settings(self) -> AllocationSettings:
+        return self.settings
+
+    def allocate_faults(self) -> Sequence[Fault]:
+        return ()
+
+    def draw(self, fault: Fault) -> float:
+        return 0.0
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -72,7 +103,7 @@ def container_response(plan: ContainerAllocation) -> pb.ContainerAllocateRespons
     return pb.ContainerAllocateResponse(
         envs=plan.envs,
         devices=[
-            pb.DeviceSpec(container_path=n.path, host_path=n.path, permissions=n.permissions)
+            pb.DeviceSpec(container_path=n.path, host_path=n.host_path, permissions=n.permissions)
             for n in plan.device_nodes
         ],
         annotations=plan.annotations,
@@ -83,12 +114,10 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def __init__(
         self,
         model: DeviceModel,
-        settings: AllocationSettings,
-        host_dev_dir: Path,
+        behaviour: Behaviour,
     ) -> None:
         self._model = model
-        self._settings = settings
-        self._host_dev_dir = host_dev_dir
+        self._behaviour = behaviour
         self._stopping = threading.Event()
         self._streams = threading.Condition()
         self._open_streams = 0
@@ -165,22 +194,18 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self, request: pb.AllocateRequest, context: grpc.ServicerContext
     ) -> pb.AllocateResponse:
         requests = [list(r.devices_ids) for r in request.container_requests]
+        for fault in self._behaviour.allocate_faults():
+            self._inject(fault, context)
         try:
-            plans = plan_allocation(self._model.snapshot(), requests, self._settings)
-            # Only after the whole request checked out: make sure the files exist.
-            for plan in plans:
-                for node in plan.device_nodes:
-                    if ensure_device_node(self._host_dev_dir, node.file_name):
-                        log.info("created device file", extra={"fields": {"path": node.path}})
+            plans = plan_allocation(
+                self._model.snapshot(), requests, self._behaviour.allocation_settings()
+            )
         except AllocationError as err:
             log.error(
                 "allocation refused",
                 extra={"fields": {"code": _STATUS[err.failure].name, "error": err.message}},
             )
             _abort(context, _STATUS[err.failure], err.message)
-        except DeviceNodeError as err:
-            log.error("allocation failed", extra={"fields": {"error": str(err)}})
-            _abort(context, grpc.StatusCode.INTERNAL, str(err))
         log.info(
             "allocated",
             extra={
@@ -190,6 +215,21 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             },
         )
         return pb.AllocateResponse(container_responses=[container_response(p) for p in plans])
+
+    def _inject(self, fault: Fault, context: grpc.ServicerContext) -> None:
+        fields = {"fault": fault.name, "type": fault.type}
+        if fault.type == ALLOCATE_DELAY:
+            log.info("delaying Allocate", extra={"fields": {**fields, "delay": fault.delay}})
+            time.sleep(fault.delay)
+            return
+        if self._behaviour.draw(fault) >= fault.probability:
+            return
+        code = grpc.StatusCode[fault.code]
+        message = (
+            f"simdev fault {fault.name!r} ({fault.type}) failed this Allocate with {code.name}"
+        )
+        log.error("allocation failed by fault", extra={"fields": {**fields, "code": code.name}})
+        _abort(context, code, message)
 
     def PreStartContainer(
         self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext

@@ -4,6 +4,8 @@ Polls twice a second for two things: our socket still being there (a restarting
 kubelet wipes the device plugin directory) and the identity of kubelet.sock (a
 restarted kubelet recreates it). Either change means: serve on a fresh socket and
 register again. A missing kubelet is waited for; failed registrations are retried.
+While ``hold`` says so, it stops serving and removes the socket, exactly as a crashed plugin
+looks to the kubelet, and comes back with a fresh socket and registration afterwards.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from simdev.plugin.api import deviceplugin_pb2 as pb
@@ -38,8 +41,11 @@ class Supervisor:
         kubelet_socket: Path,
         request: pb.RegisterRequest,
         poll_seconds: float = POLL_SECONDS,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self._server = server
+        self._hold = hold
+        self._held = False
         self._kubelet_socket = kubelet_socket
         self._request = request
         self._poll = poll_seconds
@@ -52,10 +58,15 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         """Serves until stop is set, then stops the server and removes the socket."""
-        self._server.start()
-        self._served_for = socket_identity(self._kubelet_socket)
+        self._held = self._hold()
+        if not self._held:
+            self._server.start()
+            self._served_for = socket_identity(self._kubelet_socket)
         try:
             while not stop.is_set():
+                if self._holding():
+                    stop.wait(self._poll)
+                    continue
                 self._tick(stop)
                 stop.wait(self._poll)
         except Cancelled:
@@ -63,6 +74,22 @@ class Supervisor:
         finally:
             self._server.stop()
             log.info("stopped", extra={"fields": {"socket": str(self._server.socket_path)}})
+
+    def _holding(self) -> bool:
+        """Goes down or comes back when hold changes; True while down."""
+        held = self._hold()
+        if held and not self._held:
+            log.warning(
+                "going down on request: socket removed",
+                extra={"fields": {"socket": str(self._server.socket_path)}},
+            )
+            self._server.stop()
+            self._registered_for = None
+        elif self._held and not held:
+            log.info("coming back up", extra={"fields": {"socket": str(self._server.socket_path)}})
+            self._fresh_socket(socket_identity(self._kubelet_socket))
+        self._held = held
+        return held
 
     def _tick(self, stop: threading.Event) -> None:
         kubelet = socket_identity(self._kubelet_socket)

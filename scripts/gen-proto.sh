@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the Python modules for the kubelet device plugin API from
-# plugin/api/deviceplugin.proto with grpcio-tools (pip install -e '.[dev]').
+# Regenerates the Python modules for the kubelet APIs in plugin/api with
+# grpcio-tools (pip install -e '.[dev]'): the device plugin API
+# (deviceplugin.proto) and the pod-resources API (podresources.proto).
 #
 # Usage: scripts/gen-proto.sh [OUT_DIR]
 #   OUT_DIR defaults to plugin/api; the staleness test generates into a temp dir
@@ -25,22 +26,28 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# The proto is compiled by its bare file name, so protoc writes a top-level
-# "import deviceplugin_pb2"; the modules live in a package, hence the rewrite
-# to a relative import below.
+protos=(deviceplugin podresources)
+
+# Each proto is compiled by its bare file name, so protoc writes a top-level
+# "import <name>_pb2"; the modules live in a package, hence the rewrite to a
+# relative import below.
 "$PYTHON" -m grpc_tools.protoc \
   -I "$repo/plugin/api" \
   --python_out="$work" \
   --pyi_out="$work" \
   --grpc_python_out="$work" \
-  deviceplugin.proto
+  "${protos[@]/%/.proto}"
 
-sed -i 's/^import deviceplugin_pb2 as /from . import deviceplugin_pb2 as /' "$work/deviceplugin_pb2_grpc.py"
-if grep -q '^import deviceplugin_pb2' "$work/deviceplugin_pb2_grpc.py"; then
-  echo "gen-proto.sh: could not make the generated import relative" >&2
-  exit 1
-fi
+generated=()
+for name in "${protos[@]}"; do
+  sed -i "s/^import ${name}_pb2 as /from . import ${name}_pb2 as /" "$work/${name}_pb2_grpc.py"
+  if grep -q "^import ${name}_pb2" "$work/${name}_pb2_grpc.py"; then
+    echo "gen-proto.sh: could not make the generated import in ${name}_pb2_grpc.py relative" >&2
+    exit 1
+  fi
+  generated+=("${name}_pb2.py" "${name}_pb2.pyi" "${name}_pb2_grpc.py")
+done
 
 mkdir -p "$out"
-cp "$work"/deviceplugin_pb2.py "$work"/deviceplugin_pb2.pyi "$work"/deviceplugin_pb2_grpc.py "$out"/
-echo "generated deviceplugin_pb2.py, deviceplugin_pb2.pyi, deviceplugin_pb2_grpc.py in $out"
+cp "${generated[@]/#/$work/}" "$out"/
+echo "generated ${generated[*]} in $out"

@@ -171,3 +171,256 @@ def test_resource_name_is_immutable(api: Cluster) -> None:
         api.kubectl("patch", "simdev", name, "--type=merge", "-p", '{"spec": {"numberDevices": 1}}')
     finally:
         api.kubectl("delete", "simdev", name, "--ignore-not-found", "--timeout=120s")
+
+
+def fault(name: str = "probe", kind: str = "Unhealthy", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "type": kind, **fields}
+
+
+# One fault of each type, using every field; numberDevices makes index 4095 a real device.
+FULL_FAULTS: list[dict[str, Any]] = [
+    fault(
+        "flaky-gpus",
+        "Unhealthy",
+        devices={"indices": [0, 7, 4095]},
+        nodeSelector={"kubernetes.io/os": "linux"},
+        schedule={"startAfter": "30s", "duration": "1m30s", "every": "5m"},
+        seed=42,
+    ),
+    fault("alloc-errors", "AllocateError", probability=0.25, code="RESOURCE_EXHAUSTED", seed=-7),
+    fault("slow-alloc", "AllocateDelay", delay="500ms", schedule={"duration": "2h"}),
+    fault("plugin-down", "PluginDown", schedule={"startAfter": "1.5h", "duration": "90s"}),
+]
+
+
+def test_a_full_set_of_faults_round_trips_with_its_defaults(api: Cluster) -> None:
+    code, out, err = dry_run(api, manifest(numberDevices=4096, faults=FULL_FAULTS))
+    assert code == 0, err
+    # Only seed has a schema default; absent fields stay absent (readers default them).
+    expected = [{"seed": 0, **f} for f in FULL_FAULTS]
+    assert json.loads(out)["spec"]["faults"] == expected
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param([fault(devices={"count": 4096})], id="count-4096"),
+        pytest.param([fault(devices={"count": 0})], id="count-0"),
+        pytest.param([fault(devices={"percent": 100})], id="percent-100"),
+        pytest.param([fault(devices={"indices": [4095]})], id="index-4095"),
+        pytest.param([fault(kind="AllocateError", probability=0)], id="probability-0"),
+        pytest.param([fault(kind="AllocateError", probability=1)], id="probability-1"),
+        pytest.param([fault(kind="AllocateError", code="DATA_LOSS")], id="code-data-loss"),
+        pytest.param(
+            [fault(schedule={"duration": "1m", "every": "1m0.5s"})], id="every-just-longer"
+        ),
+        pytest.param([fault(schedule={"duration": "500ms", "every": "1s"})], id="every-ms"),
+        pytest.param([fault(schedule={"startAfter": "0s"})], id="start-after-only"),
+        pytest.param([fault(schedule={"startAfter": "2562047h"})], id="longest-duration"),
+        pytest.param([fault("n" * 63)], id="name-63-chars"),
+        pytest.param([fault(f"f{i}", "PluginDown") for i in range(32)], id="32-faults"),
+    ],
+)
+def test_valid_fault_edges_are_accepted(api: Cluster, faults: list[dict[str, Any]]) -> None:
+    code, _, err = dry_run(api, manifest(faults=faults))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("faults", "field", "reason"),
+    [
+        pytest.param(
+            [fault(kind="Explode")],
+            "spec.faults[0].type",
+            'Unsupported value: "Explode"',
+            id="unknown-type",
+        ),
+        pytest.param(
+            [fault(schedule={"startAfter": "5 minutes"})],
+            "spec.faults[0].schedule.startAfter",
+            "must be a duration",
+            id="duration-with-words",
+        ),
+        pytest.param(
+            [fault(schedule={"duration": "90"})],
+            "spec.faults[0].schedule.duration",
+            "must be a duration",
+            id="duration-without-unit",
+        ),
+        pytest.param(
+            [fault(schedule={"duration": "1d"})],
+            "spec.faults[0].schedule.duration",
+            "must be a duration",
+            id="duration-in-days",
+        ),
+        pytest.param(
+            [fault(schedule={"startAfter": "2562048h"})],
+            "spec.faults[0].schedule.startAfter",
+            "at most 2562047h",
+            id="duration-overflows",
+        ),
+        pytest.param(
+            [fault(kind="AllocateDelay", delay="99999999999h")],
+            "spec.faults[0].delay",
+            "at most 2562047h",
+            id="delay-overflows",
+        ),
+        pytest.param(
+            [fault(kind="AllocateDelay", delay="-1s")],
+            "spec.faults[0].delay",
+            "must be a duration",
+            id="delay-negative",
+        ),
+        pytest.param(
+            [fault(kind="AllocateError", probability=-0.1)],
+            "spec.faults[0].probability",
+            "greater than or equal to 0",
+            id="probability-below-0",
+        ),
+        pytest.param(
+            [fault(kind="AllocateError", probability=1.5)],
+            "spec.faults[0].probability",
+            "less than or equal to 1",
+            id="probability-above-1",
+        ),
+        pytest.param(
+            [fault("twin"), fault("twin", "PluginDown")],
+            "spec.faults[1]",
+            "Duplicate value",
+            id="duplicate-names",
+        ),
+        pytest.param(
+            [fault(devices={"indices": [0, 4096]})],
+            "spec.faults[0].devices.indices[1]",
+            "less than or equal to 4095",
+            id="index-4096",
+        ),
+        pytest.param(
+            [fault(devices={"indices": [3, 3]})],
+            "spec.faults[0].devices.indices[1]",
+            "Duplicate value",
+            id="duplicate-indices",
+        ),
+        pytest.param(
+            [fault(schedule={"duration": "30s", "every": "30s"})],
+            "spec.faults[0].schedule.every",
+            "schedule.every must be longer than schedule.duration",
+            id="every-equals-duration",
+        ),
+        pytest.param(
+            [fault(schedule={"duration": "90s", "every": "1m30s"})],
+            "spec.faults[0].schedule.every",
+            "schedule.every must be longer than schedule.duration",
+            id="every-equals-duration-in-other-units",
+        ),
+        pytest.param(
+            [fault(schedule={"duration": "2m", "every": "90s"})],
+            "spec.faults[0].schedule.every",
+            "schedule.every must be longer than schedule.duration",
+            id="every-shorter-than-duration",
+        ),
+        pytest.param(
+            [fault(schedule={"every": "5m"})],
+            "spec.faults[0].schedule.duration",
+            "schedule.every requires schedule.duration",
+            id="every-without-duration",
+        ),
+        pytest.param(
+            [fault(kind="AllocateError", devices={"count": 1})],
+            "spec.faults[0].devices",
+            "devices may only be set on an Unhealthy fault",
+            id="devices-on-allocate-error",
+        ),
+        pytest.param(
+            [fault(kind="AllocateDelay")],
+            "spec.faults[0].delay",
+            "delay is required for an AllocateDelay fault",
+            id="allocate-delay-without-delay",
+        ),
+        pytest.param(
+            [fault(delay="1s")],
+            "spec.faults[0].delay",
+            "delay may only be set on an AllocateDelay fault",
+            id="delay-on-unhealthy",
+        ),
+        pytest.param(
+            [fault(probability=0.5)],
+            "spec.faults[0].probability",
+            "probability may only be set on an AllocateError fault",
+            id="probability-on-unhealthy",
+        ),
+        pytest.param(
+            [fault(kind="PluginDown", code="INTERNAL")],
+            "spec.faults[0].code",
+            "code may only be set on an AllocateError fault",
+            id="code-on-plugin-down",
+        ),
+        pytest.param(
+            [fault(kind="AllocateError", code="OK")],
+            "spec.faults[0].code",
+            'Unsupported value: "OK"',
+            id="code-ok",
+        ),
+        pytest.param(
+            [fault(kind="AllocateError", code="TEAPOT")],
+            "spec.faults[0].code",
+            'Unsupported value: "TEAPOT"',
+            id="code-unknown",
+        ),
+        pytest.param(
+            [fault(devices={"indices": [1], "count": 1})],
+            "spec.faults[0].devices",
+            "devices must set exactly one of indices, count or percent",
+            id="devices-indices-and-count",
+        ),
+        pytest.param(
+            [fault(devices={"count": 1, "percent": 50})],
+            "spec.faults[0].devices",
+            "devices must set exactly one of indices, count or percent",
+            id="devices-count-and-percent",
+        ),
+        pytest.param(
+            [fault(devices={})],
+            "spec.faults[0].devices",
+            "devices must set exactly one of indices, count or percent",
+            id="devices-empty",
+        ),
+        pytest.param(
+            [fault(devices={"percent": 101})],
+            "spec.faults[0].devices.percent",
+            "less than or equal to 100",
+            id="percent-101",
+        ),
+        pytest.param(
+            [fault("Flaky_GPUs")],
+            "spec.faults[0].name",
+            "DNS-1123 label",
+            id="name-not-a-dns-label",
+        ),
+        pytest.param(
+            [fault("n" * 64)],
+            "spec.faults[0].name",
+            "may not be more than 63",
+            id="name-too-long",
+        ),
+        pytest.param(
+            [fault(f"f{i}", "PluginDown") for i in range(33)],
+            "spec.faults",
+            "must have at most 32 items",
+            id="33-faults",
+        ),
+        pytest.param(
+            [fault(nodeSelector={"zone": 1})],
+            "spec.faults[0].nodeSelector.zone",
+            "string",
+            id="node-selector-not-a-string",
+        ),
+    ],
+)
+def test_invalid_faults_are_refused_by_name(
+    api: Cluster, faults: list[dict[str, Any]], field: str, reason: str
+) -> None:
+    code, _, err = dry_run(api, manifest(faults=faults))
+    assert code != 0, f"{faults} was accepted"
+    assert field in err, err
+    assert reason in err, err

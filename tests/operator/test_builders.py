@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from simdev.operator import builders
+from simdev.operator.builders import PluginRuntime
 from simdev.operator.model import (
     CONFIG_HASH_ANNOTATION,
     CREATED_NAMESPACE_LABEL,
@@ -62,7 +63,7 @@ def test_children_share_one_deterministic_name_in_the_target_namespace(
     device: DeviceFactory,
 ) -> None:
     d = device("sample", namespace="plugins")
-    objects = builders.namespaced_objects(d, IMAGE)
+    objects = builders.namespaced_objects(d, PluginRuntime(IMAGE))
     assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "DaemonSet"]
     for obj in objects:
         assert obj["metadata"]["name"] == "simdev-sample"
@@ -72,7 +73,7 @@ def test_children_share_one_deterministic_name_in_the_target_namespace(
         assert owner["uid"] == d.uid
         assert owner["controller"] is True
     # Building twice gives the very same objects: a restart applies, never duplicates.
-    assert builders.namespaced_objects(d, IMAGE) == objects
+    assert builders.namespaced_objects(d, PluginRuntime(IMAGE)) == objects
 
 
 def test_namespace_is_privileged_marked_as_ours_and_co_owned(device: DeviceFactory) -> None:
@@ -89,7 +90,7 @@ def test_namespace_is_privileged_marked_as_ours_and_co_owned(device: DeviceFacto
 
 def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFactory) -> None:
     d = device("sample", numberDevices=3)
-    ds = builders.daemon_set(d, IMAGE)
+    ds = builders.daemon_set(d, PluginRuntime(IMAGE))
     container = _container(ds)
     pod = ds["spec"]["template"]["spec"]
     assert container["image"] == IMAGE
@@ -101,7 +102,9 @@ def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFact
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert pod["serviceAccountName"] == "simdev-sample"
-    assert pod["automountServiceAccountToken"] is False
+    # The token lets the plugin follow its own object; RBAC allows nothing more.
+    assert pod["automountServiceAccountToken"] is True
+    assert "hostNetwork" not in pod
     assert _mounts(ds)["device-plugins"] == "/var/lib/kubelet/device-plugins"
     assert _host_paths(ds) == {"device-plugins": "/var/lib/kubelet/device-plugins"}
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
@@ -116,22 +119,50 @@ def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFact
 
 
 def test_plugin_is_locked_down_without_device_files(device: DeviceFactory) -> None:
-    security = _container(builders.daemon_set(device(), IMAGE))["securityContext"]
+    security = _container(builders.daemon_set(device(), PluginRuntime(IMAGE)))["securityContext"]
     assert security["runAsUser"] == 0
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_device_files_add_mknod_and_the_host_dev_mount(device: DeviceFactory) -> None:
-    d = device(deviceFilePrefix="simdev")
-    ds = builders.daemon_set(d, IMAGE)
-    security = _container(ds)["securityContext"]
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["MKNOD"]}
-    assert _mounts(ds)["host-dev"] == "/host/dev"
-    assert _host_paths(ds)["host-dev"] == "/dev"
-    assert builders.plugin_config(d)["hostDevDir"] == "/host/dev"
-    assert "hostDevDir" not in builders.plugin_config(device())
+def test_device_files_need_no_host_dev_and_no_capability(device: DeviceFactory) -> None:
+    ds = builders.daemon_set(device(deviceFilePrefix="simdev"), PluginRuntime(IMAGE))
+    assert _container(ds)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert _host_paths(ds) == {"device-plugins": "/var/lib/kubelet/device-plugins"}
+
+
+def test_local_runtime_puts_plugins_on_the_host_network(device: DeviceFactory) -> None:
+    runtime = PluginRuntime(IMAGE, host_network=True, api_host="127.0.0.1", api_port="6443")
+    ds = builders.daemon_set(device(), runtime)
+    pod = ds["spec"]["template"]["spec"]
+    assert (pod["hostNetwork"], pod["dnsPolicy"]) == (True, "Default")
+    env = {e["name"]: e.get("value") for e in _container(ds)["env"]}
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert env["KUBERNETES_SERVICE_PORT"] == "6443"
+
+
+def test_plugin_may_read_only_its_own_object_and_nodes(device: DeviceFactory) -> None:
+    d = device("sample", namespace="plugins")
+    role, binding = builders.cluster_objects(d)
+    assert role["kind"] == "ClusterRole" and binding["kind"] == "ClusterRoleBinding"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["simdev.io"],
+            "resources": ["simulateddevices"],
+            "resourceNames": ["sample"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] == "simdev-plugin-sample"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "simdev-sample", "namespace": "plugins"}
+    ]
+    for obj in (role, binding):
+        assert "namespace" not in obj["metadata"]
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == d.uid
 
 
 def test_node_selector_tolerations_and_image_override(device: DeviceFactory) -> None:
@@ -141,12 +172,12 @@ def test_node_selector_tolerations_and_image_override(device: DeviceFactory) -> 
         tolerations=[toleration],
         image="localhost/other:1",
     )
-    ds = builders.daemon_set(d, IMAGE)
+    ds = builders.daemon_set(d, PluginRuntime(IMAGE))
     pod = ds["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"disk": "ssd", "zone": "a"}
     assert pod["tolerations"] == [toleration]
     assert _container(ds)["image"] == "localhost/other:1"
-    plain = builders.daemon_set(device(), IMAGE)["spec"]["template"]["spec"]
+    plain = builders.daemon_set(device(), PluginRuntime(IMAGE))["spec"]["template"]["spec"]
     assert "nodeSelector" not in plain and "tolerations" not in plain
 
 
@@ -170,46 +201,62 @@ def test_config_map_holds_the_plugin_config_in_camel_case(device: DeviceFactory)
         "envPrefix": "FPGA",
         "deviceFilePrefix": "",
         "devicePluginDir": "/var/lib/kubelet/device-plugins",
+        "simulatedDevice": "sample",
+        "faults": [],
     }
 
 
-def test_config_hash_rolls_pods_on_config_changes_only(device: DeviceFactory) -> None:
+def test_config_hash_rolls_pods_only_for_what_plugins_cannot_take_live(
+    device: DeviceFactory,
+) -> None:
     def template_hash(d: Device) -> str:
-        annotations = builders.daemon_set(d, IMAGE)["spec"]["template"]["metadata"]["annotations"]
+        annotations = builders.daemon_set(d, PluginRuntime(IMAGE))["spec"]["template"]["metadata"][
+            "annotations"
+        ]
         value: str = annotations[CONFIG_HASH_ANNOTATION]
         return value
 
     base = template_hash(device(numberDevices=2))
     assert template_hash(device(numberDevices=2)) == base
-    assert template_hash(device(numberDevices=3)) != base
-    assert template_hash(device(envPrefix="X")) != base
+    # Live settings reach running plugins through the API: no new pods.
+    fault = {"name": "f", "type": "Unhealthy"}
+    for live in (
+        {"numberDevices": 3},
+        {"envPrefix": "X"},
+        {"deviceIdPrefix": "x"},
+        {"annotationPrefix": "x.io/y"},
+        {"deviceFilePrefix": "x"},
+        {"faults": [fault]},
+    ):
+        assert template_hash(device(**live)) == base, live
+    assert template_hash(device(pluginName="other")) != base
     # The node selector is part of the pod template anyway; it does not touch the config.
     assert template_hash(device(nodeSelector={"a": "b"})) == base
 
 
 def test_the_default_image_id_is_on_the_pod_template(device: DeviceFactory) -> None:
-    ds = builders.daemon_set(device(), IMAGE, IMAGE_ID)
+    ds = builders.daemon_set(device(), PluginRuntime(IMAGE, IMAGE_ID))
     assert _container(ds)["image"] == IMAGE
     assert _annotations(ds)[PLUGIN_IMAGE_ID_ANNOTATION] == IMAGE_ID
-    (*_, passed_on) = builders.namespaced_objects(device(), IMAGE, IMAGE_ID)
+    (*_, passed_on) = builders.namespaced_objects(device(), PluginRuntime(IMAGE, IMAGE_ID))
     assert passed_on == ds
 
 
 def test_an_image_override_is_not_tied_to_the_default_image_id(device: DeviceFactory) -> None:
     d = device(image="localhost/other:1")
-    ds = builders.daemon_set(d, IMAGE, IMAGE_ID)
+    ds = builders.daemon_set(d, PluginRuntime(IMAGE, IMAGE_ID))
     assert PLUGIN_IMAGE_ID_ANNOTATION not in _annotations(ds)
     # A rebuilt default image leaves the user's pods alone.
-    assert builders.daemon_set(d, IMAGE, "0123456789abcdef") == ds
+    assert builders.daemon_set(d, PluginRuntime(IMAGE, "0123456789abcdef")) == ds
 
 
 def test_a_new_image_id_changes_the_pod_template_and_the_same_one_nothing(
     device: DeviceFactory,
 ) -> None:
-    before = builders.daemon_set(device(), IMAGE, IMAGE_ID)
+    before = builders.daemon_set(device(), PluginRuntime(IMAGE, IMAGE_ID))
     # A restarted operator with the same image ID builds the very same DaemonSet: no roll.
-    assert builders.daemon_set(device(), IMAGE, IMAGE_ID) == before
-    after = builders.daemon_set(device(), IMAGE, "0123456789abcdef")
+    assert builders.daemon_set(device(), PluginRuntime(IMAGE, IMAGE_ID)) == before
+    after = builders.daemon_set(device(), PluginRuntime(IMAGE, "0123456789abcdef"))
     assert after["spec"]["template"] != before["spec"]["template"]
     assert _annotations(after)[PLUGIN_IMAGE_ID_ANNOTATION] == "0123456789abcdef"
     # Only the annotation differs: the rest of the pod template is untouched.
@@ -219,5 +266,8 @@ def test_a_new_image_id_changes_the_pod_template_and_the_same_one_nothing(
 
 
 def test_an_unknown_image_id_adds_no_annotation(device: DeviceFactory) -> None:
-    for ds in (builders.daemon_set(device(), IMAGE), builders.daemon_set(device(), IMAGE, "")):
+    for ds in (
+        builders.daemon_set(device(), PluginRuntime(IMAGE)),
+        builders.daemon_set(device(), PluginRuntime(IMAGE, "")),
+    ):
         assert set(_annotations(ds)) == {CONFIG_HASH_ANNOTATION}

@@ -97,7 +97,15 @@ def test_every_status_field_is_declared(
 
 def test_printer_columns_read_declared_fields(version: dict[str, Any]) -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns)[:5] == ["Resource", "Devices", "Nodes", "Allocatable", "Ready"]
+    assert list(columns)[:7] == [
+        "Resource",
+        "Devices",
+        "Nodes",
+        "Allocatable",
+        "Unhealthy",
+        "Allocated",
+        "Ready",
+    ]
     assert list(columns)[-1] == "Age"
     root = version["schema"]["openAPIV3Schema"]
     for name, json_path in columns.items():

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Deployer, RetryLater
 from simdev.operator.kube import JSON_PATCH, MERGE, STRATEGIC, Ref
 from simdev.operator.model import CREATED_NAMESPACE_LABEL, Device
@@ -132,7 +133,7 @@ def kube() -> FakeKube:
 
 @pytest.fixture
 def deployer(kube: FakeKube) -> Deployer:
-    return Deployer(kube, IMAGE)  # type: ignore[arg-type]
+    return Deployer(kube, PluginRuntime(IMAGE))  # type: ignore[arg-type]
 
 
 def test_first_deploy_creates_namespace_and_plugin_objects(
@@ -157,7 +158,7 @@ def test_deploying_again_changes_nothing_and_duplicates_nothing(
     deployer.deploy(d, [])
     before = copy.deepcopy(kube.objects)
     # A restarted operator runs the same steps again.
-    outcome = Deployer(kube, IMAGE).deploy(d, [])  # type: ignore[arg-type]
+    outcome = Deployer(kube, PluginRuntime(IMAGE)).deploy(d, [])  # type: ignore[arg-type]
     assert kube.objects == before
     assert outcome.notes == []
 
@@ -167,13 +168,13 @@ def test_only_a_new_plugin_image_id_rolls_the_plugin_pods(
 ) -> None:
     d = device("a", namespace="plugins")
     ds = Ref("apps/v1", "DaemonSet", "simdev-a", "plugins")
-    Deployer(kube, IMAGE, "id-1").deploy(d, [])  # type: ignore[arg-type]
+    Deployer(kube, PluginRuntime(IMAGE, "id-1")).deploy(d, [])  # type: ignore[arg-type]
     before = copy.deepcopy(kube.objects)
     # A restart with the same image ID writes nothing, so no pod is replaced.
-    Deployer(kube, IMAGE, "id-1").deploy(d, [])  # type: ignore[arg-type]
+    Deployer(kube, PluginRuntime(IMAGE, "id-1")).deploy(d, [])  # type: ignore[arg-type]
     assert kube.objects == before
     # A rebuilt image changes the pod template: the DaemonSet rolls its pods.
-    Deployer(kube, IMAGE, "id-2").deploy(d, [])  # type: ignore[arg-type]
+    Deployer(kube, PluginRuntime(IMAGE, "id-2")).deploy(d, [])  # type: ignore[arg-type]
     template = kube.objects[ds]["spec"]["template"]
     assert template["metadata"]["annotations"]["simdev.io/plugin-image-id"] == "id-2"
     assert kube.objects[ds]["metadata"]["generation"] == 2

@@ -106,6 +106,8 @@ def test_becomes_ready_once_nodes_offer_the_devices(
     harness.run("a")
     assert harness.ready("a")["status"] == "True"
     assert harness.deployer.statuses["a"]["devices"] == {
+        "allocated": 0,
+        "unhealthy": 0,
         "nodes": 1,
         "capacity": 2,
         "allocatable": 2,
@@ -212,7 +214,8 @@ def test_daemon_sets_already_going_away_are_left_alone(
 def test_needing_reconcile_picks_only_objects_whose_facts_moved(
     harness: Harness, device: DeviceFactory
 ) -> None:
-    a = device("a", created="2030-01-01T00:00:01Z")
+    # a runs on other nodes than the one below, so nothing about it moves.
+    a = device("a", created="2030-01-01T00:00:01Z", nodeSelector={"pool": "a"})
     b = device("b", created="2030-01-01T00:00:02Z", resourceName="example.com/b")
     harness.world = World(devices={"a": a, "b": b})
     harness.run("a")

@@ -91,7 +91,13 @@ def test_status_reports_daemon_set_and_device_counts(device: DeviceFactory) -> N
     assert status["observedGeneration"] == 4
     assert status["pluginName"] == "p"
     assert status["nodes"] == "1/2"
-    assert status["devices"] == {"nodes": 1, "capacity": 2, "allocatable": 2}
+    assert status["devices"] == {
+        "nodes": 1,
+        "capacity": 2,
+        "allocatable": 2,
+        "allocated": 0,
+        "unhealthy": 0,
+    }
     assert status["daemonSet"] == {
         "namespace": "plugins",
         "name": "simdev-sample",

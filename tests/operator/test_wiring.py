@@ -10,8 +10,9 @@ import kopf
 import pytest
 
 from simdev.operator import builders, handlers
+from simdev.operator.builders import PluginRuntime
 from simdev.operator.model import PLUGIN_IMAGE_ID_ANNOTATION, Device
-from simdev.operator.observed import DaemonSetState, NodeResources
+from simdev.operator.observed import DaemonSetState, NodeResources, PodDevices
 from simdev.operator.settings import configure
 
 
@@ -64,31 +65,45 @@ def test_observer_snapshots_the_live_indexes(device: Callable[..., Device]) -> N
     devices: dict[str, list[Any]] = {"a": [a]}
     daemon_sets: dict[str, list[Any]] = {"a": [ds]}
     nodes: dict[str, list[Any]] = {"n1": [node]}
+    pods: dict[str, list[Any]] = {"ns/p": [PodDevices("n1", {"example.com/x": 1})]}
     observe = handlers.observer_from(
-        {"simdev_devices": devices, "simdev_daemonsets": daemon_sets, "simdev_nodes": nodes}
+        {
+            "simdev_devices": devices,
+            "simdev_daemonsets": daemon_sets,
+            "simdev_nodes": nodes,
+            "simdev_pods": pods,
+        }
     )
     world = observe()
     assert world.devices == {"a": a}
     assert world.daemon_sets == {"a": (ds,)}
     assert world.nodes == (node,)
+    assert world.pods == (PodDevices("n1", {"example.com/x": 1}),)
     # The indexes are read again on every call: later changes are seen.
     devices["b"] = [device("b")]
     assert set(observe().devices) == {"a", "b"}
 
 
-def test_the_plugin_image_and_its_id_come_from_the_environment() -> None:
+def test_the_plugin_runtime_comes_from_the_environment() -> None:
     default = handlers.DEFAULT_PLUGIN_IMAGE
-    assert handlers.plugin_image({}) == (default, "")
-    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE_ID": "abc"}) == (default, "abc")
-    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE": "x:1"}) == ("x:1", "")
+    assert handlers.plugin_runtime({}) == PluginRuntime(default)
+    assert handlers.plugin_runtime({"SIMDEV_PLUGIN_IMAGE_ID": "abc"}).image_id == "abc"
+    assert handlers.plugin_runtime({"SIMDEV_PLUGIN_IMAGE": "x:1"}) == PluginRuntime("x:1")
     # kubectl set env can leave the variable set but empty.
-    assert handlers.plugin_image({"SIMDEV_PLUGIN_IMAGE_ID": " "}) == (default, "")
+    assert handlers.plugin_runtime({"SIMDEV_PLUGIN_IMAGE_ID": " "}).image_id == ""
+    local = handlers.plugin_runtime(
+        {
+            "SIMDEV_PLUGIN_HOST_NETWORK": "true",
+            "SIMDEV_PLUGIN_API_HOST": "127.0.0.1",
+            "SIMDEV_PLUGIN_API_PORT": "6443",
+        }
+    )
+    assert (local.host_network, local.api_host, local.api_port) == (True, "127.0.0.1", "6443")
 
 
 @pytest.mark.parametrize("environ", [{}, {"SIMDEV_PLUGIN_IMAGE_ID": ""}])
 def test_without_an_image_id_the_pod_template_has_no_image_id(
     environ: dict[str, str], device: Callable[..., Device]
 ) -> None:
-    image, image_id = handlers.plugin_image(environ)
-    template = builders.daemon_set(device(), image, image_id)["spec"]["template"]
+    template = builders.daemon_set(device(), handlers.plugin_runtime(environ))["spec"]["template"]
     assert PLUGIN_IMAGE_ID_ANNOTATION not in template["metadata"]["annotations"]

@@ -28,7 +28,9 @@ from simdev.plugin.server import PluginServer
 from simdev.plugin.service import (
     MAX_WATCH_STREAMS,
     UNARY_WORKERS,
+    Behaviour,
     DevicePluginService,
+    Fixed,
     plugin_options,
 )
 from simdev.plugin.supervisor import Supervisor
@@ -44,7 +46,8 @@ PLUGIN_VARS = (
     "ENV_PREFIX",
     "DEVICE_FILE_PREFIX",
     "DEVICE_PLUGIN_DIR",
-    "HOST_DEV_DIR",
+    "SIMULATED_DEVICE",
+    "FAULTS",
     "LOG_FORMAT",
 )
 
@@ -54,14 +57,6 @@ def plugin_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="sdp-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def host_dev(plugin_dir: Path) -> Path:
-    """Stands in for the host's /dev (HOST_DEV_DIR)."""
-    path = plugin_dir / "dev"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -80,7 +75,6 @@ class InProcessPlugin:
     model: DeviceModel
     kubelet: FakeKubelet
     socket_path: Path
-    host_dev: Path
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -97,7 +91,7 @@ class InProcessPlugin:
 
 @pytest.fixture
 def start_plugin(
-    plugin_dir: Path, host_dev: Path, kubelet: FakeKubelet
+    plugin_dir: Path, kubelet: FakeKubelet
 ) -> Iterator[Callable[..., InProcessPlugin]]:
     """Starts the plugin in this process: start_plugin(count=2, settings=...)."""
     started: list[InProcessPlugin] = []
@@ -106,22 +100,25 @@ def start_plugin(
         count: int = 3,
         settings: AllocationSettings | None = None,
         resource: str = "example.com/simple-device",
+        behaviour: Behaviour | None = None,
+        hold: Callable[[], bool] = lambda: False,
+        model: DeviceModel | None = None,
     ) -> InProcessPlugin:
         settings = settings or AllocationSettings(
             env_prefix="SIMPLE_DEVICE",
             device_file_prefix="simple-device",
             annotation_prefix="simdev.io/simple-device",
         )
-        model = DeviceModel(make_devices("simple-device", NODE, count))
+        model = model or DeviceModel(make_devices("simple-device", NODE, count))
         socket_path = plugin_dir / "simple-device-plugin.sock"
         server = PluginServer(
             socket_path,
-            lambda: DevicePluginService(model, settings, host_dev),
+            lambda: DevicePluginService(model, behaviour or Fixed(settings)),
             workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
         )
         request = register_request(socket_path.name, resource, plugin_options())
-        plugin = InProcessPlugin(model, kubelet, socket_path, host_dev)
-        supervisor = Supervisor(server, kubelet.socket_path, request, poll_seconds=0.1)
+        plugin = InProcessPlugin(model, kubelet, socket_path)
+        supervisor = Supervisor(server, kubelet.socket_path, request, poll_seconds=0.1, hold=hold)
         plugin.thread = threading.Thread(
             target=supervisor.run, args=(plugin.stop_event,), name="supervisor", daemon=True
         )
@@ -176,11 +173,10 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def plugin_env(plugin_dir: Path, host_dev: Path) -> dict[str, str]:
+def plugin_env(plugin_dir: Path) -> dict[str, str]:
     return clean_env(
         NODE_NAME=NODE,
         DEVICE_PLUGIN_DIR=str(plugin_dir),
-        HOST_DEV_DIR=str(host_dev),
         NUMBER_DEVICES="2",
     )
 

@@ -39,8 +39,8 @@ def test_one_allocation_per_container_in_order() -> None:
         "SIMPLE_DEVICE_VISIBLE_DEVICES": "sd-n-1,sd-n-3",
     }
     assert first.device_nodes == (
-        DeviceNode("simple-device-1", "/dev/simple-device-1", "rw"),
-        DeviceNode("simple-device-3", "/dev/simple-device-3", "rw"),
+        DeviceNode("/dev/simple-device-1"),
+        DeviceNode("/dev/simple-device-3"),
     )
     assert first.annotations == {
         "simdev.io/simple-device-1": "sd-n-1",

@@ -17,7 +17,7 @@ def test_defaults_need_only_the_node_name() -> None:
     assert cfg.number_devices == 2
     assert cfg.socket_path == Path("/var/lib/kubelet/device-plugins/simple-device-plugin.sock")
     assert cfg.kubelet_socket == Path("/var/lib/kubelet/device-plugins/kubelet.sock")
-    assert cfg.host_dev_dir == Path("/dev")
+    assert (cfg.simulated_device, cfg.faults) == ("", ())
     assert (cfg.annotation_prefix, cfg.env_prefix, cfg.device_file_prefix) == ("", "", "")
 
 
@@ -33,7 +33,7 @@ def test_every_variable_is_read() -> None:
             "ENV_PREFIX": "SIM_GPU",
             "DEVICE_FILE_PREFIX": "sim-gpu",
             "DEVICE_PLUGIN_DIR": "/run/dp",
-            "HOST_DEV_DIR": "/host/dev",
+            "SIMULATED_DEVICE": "gpu",
         }
     )
     assert cfg == Config(
@@ -46,15 +46,14 @@ def test_every_variable_is_read() -> None:
         env_prefix="SIM_GPU",
         device_file_prefix="sim-gpu",
         device_plugin_dir=Path("/run/dp"),
-        host_dev_dir=Path("/host/dev"),
+        simulated_device="gpu",
     )
     assert cfg.socket_path == Path("/run/dp/gpu-plugin.sock")
 
 
 def test_relative_directories_become_absolute() -> None:
-    cfg = load({"NODE_NAME": "n", "DEVICE_PLUGIN_DIR": "dp", "HOST_DEV_DIR": "dev"})
+    cfg = load({"NODE_NAME": "n", "DEVICE_PLUGIN_DIR": "dp"})
     assert cfg.device_plugin_dir == Path.cwd() / "dp"
-    assert cfg.host_dev_dir == Path.cwd() / "dev"
 
 
 def test_yaml_file_overrides_environment(tmp_path: Path) -> None:
@@ -151,7 +150,6 @@ def test_node_name_is_required() -> None:
         ("ANNOTATION_PREFIX", "Bad_Domain.io/dev", "not a lowercase DNS subdomain"),
         ("ANNOTATION_PREFIX", "simdev.io/" + "a" * 62, "annotation key name"),
         ("DEVICE_PLUGIN_DIR", "", "must be a directory path"),
-        ("HOST_DEV_DIR", "", "must be a directory path"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, value: str, expected: str) -> None:

@@ -56,7 +56,7 @@ def test_fake_kubelet_command_allocates_from_the_plugin(
     }
     assert allocations["simple-device-node-a-0,simple-device-node-a-1"]["devices"][1] == {
         "container_path": "/dev/simple-device-1",
-        "host_path": "/dev/simple-device-1",
+        "host_path": "/dev/null",
         "permissions": "rw",
     }
 

@@ -133,25 +133,6 @@ def test_log_format_from_environment(kubelet: FakeKubelet, run_plugin: RunPlugin
     assert all(json.loads(line)["msg"] for line in plugin.log().splitlines())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating device files (mknod) needs root")
-def test_device_files_are_created_at_start(
-    host_dev: Path, kubelet: FakeKubelet, run_plugin: RunPlugin
-) -> None:
-    plugin = run_plugin(DEVICE_FILE_PREFIX="simple-device", NUMBER_DEVICES="3")
-    plugin.wait_for_log("device files ready")
-    names = sorted(p.name for p in host_dev.iterdir())
-    assert names == ["simple-device-0", "simple-device-1", "simple-device-2"]
-    assert all(stat.S_ISCHR(os.lstat(host_dev / n).st_mode) for n in names)
-
-
-def test_unusable_host_dev_dir_exits_1(plugin_dir: Path, run_plugin: RunPlugin) -> None:
-    plugin = run_plugin(DEVICE_FILE_PREFIX="simple-device", HOST_DEV_DIR=str(plugin_dir / "none"))
-    assert plugin.wait(timeout=15) == 1
-    errors = [line for line in plugin.log().splitlines() if " ERROR " in line]
-    assert len(errors) == 1
-    assert "cannot create device file" in errors[0] and "/none/simple-device-0" in errors[0]
-
-
 def test_check_command(kubelet: FakeKubelet, run_plugin: RunPlugin, plugin_env: Any) -> None:
     def check() -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "simdev.plugin", "check"]

@@ -1,4 +1,4 @@
-"""The committed generated code matches plugin/api/deviceplugin.proto."""
+"""The committed generated code matches plugin/api/deviceplugin.proto and podresources.proto."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 API = REPO / "plugin" / "api"
-GENERATED = ("deviceplugin_pb2.py", "deviceplugin_pb2.pyi", "deviceplugin_pb2_grpc.py")
+PROTOS = ("deviceplugin", "podresources")
+GENERATED = tuple(
+    f"{name}{suffix}" for name in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+)
+
+
+def test_every_proto_is_checked() -> None:
+    assert sorted(p.stem for p in API.glob("*.proto")) == sorted(PROTOS)
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
@@ -38,10 +45,11 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert not stale, "run scripts/gen-proto.sh and commit the result:\n" + "\n".join(stale)
 
 
-def test_generated_import_is_package_relative() -> None:
-    grpc_module = (API / "deviceplugin_pb2_grpc.py").read_text()
-    assert "from . import deviceplugin_pb2 as" in grpc_module
-    assert "\nimport deviceplugin_pb2" not in grpc_module
+@pytest.mark.parametrize("name", PROTOS)
+def test_generated_import_is_package_relative(name: str) -> None:
+    grpc_module = (API / f"{name}_pb2_grpc.py").read_text()
+    assert f"from . import {name}_pb2 as" in grpc_module
+    assert f"\nimport {name}_pb2" not in grpc_module
 
 
 def test_wire_names_match_the_kubelet_api() -> None:
@@ -74,3 +82,28 @@ def test_wire_names_match_the_kubelet_api() -> None:
         "must_include_deviceIDs": 2,
         "allocation_size": 3,
     }
+
+
+def test_pod_resources_wire_names_match_the_kubelet_api() -> None:
+    from simdev.plugin.api import podresources_pb2 as pb
+
+    assert pb.DESCRIPTOR.package == "v1"
+    service = pb.DESCRIPTOR.services_by_name["PodResourcesLister"]
+    assert service.full_name == "v1.PodResourcesLister"
+    assert [m.name for m in service.methods] == ["List", "GetAllocatableResources", "Get"]
+    fields = {
+        name: {f.name: f.number for f in message.fields}
+        for name, message in pb.DESCRIPTOR.message_types_by_name.items()
+    }
+    assert fields["ListPodResourcesRequest"] == {}
+    assert fields["ListPodResourcesResponse"] == {"pod_resources": 1}
+    assert fields["PodResources"] == {"name": 1, "namespace": 2, "containers": 3}
+    assert fields["ContainerResources"] == {"name": 1, "devices": 2, "cpu_ids": 3, "memory": 4}
+    assert fields["ContainerDevices"] == {"resource_name": 1, "device_ids": 2, "topology": 3}
+    assert fields["ContainerMemory"] == {"memory_type": 1, "size": 2, "topology": 3}
+    assert fields["TopologyInfo"] == {"nodes": 1}
+    assert fields["NUMANode"] == {"ID": 1}
+    assert fields["AllocatableResourcesRequest"] == {}
+    assert fields["AllocatableResourcesResponse"] == {"devices": 1, "cpu_ids": 2, "memory": 3}
+    assert fields["GetPodResourcesRequest"] == {"pod_name": 1, "pod_namespace": 2}
+    assert fields["GetPodResourcesResponse"] == {"pod_resources": 1}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -120,7 +118,7 @@ def test_allocate_answers_each_container_in_order(start_plugin: Start) -> None:
         "SIMPLE_DEVICE_VISIBLE_DEVICES": dev(2),
     }
     assert [(d.container_path, d.host_path, d.permissions) for d in first.devices] == [
-        ("/dev/simple-device-2", "/dev/simple-device-2", "rw")
+        ("/dev/simple-device-2", "/dev/null", "rw")
     ]
     assert dict(first.annotations) == {"simdev.io/simple-device-2": dev(2)}
     assert dict(second.envs) == {
@@ -128,32 +126,13 @@ def test_allocate_answers_each_container_in_order(start_plugin: Start) -> None:
         "SIMPLE_DEVICE_3": "/dev/simple-device-3",
         "SIMPLE_DEVICE_VISIBLE_DEVICES": f"{dev(0)},{dev(3)}",
     }
-    assert [d.host_path for d in second.devices] == ["/dev/simple-device-0", "/dev/simple-device-3"]
+    assert [d.host_path for d in second.devices] == ["/dev/null", "/dev/null"]
     assert dict(second.annotations) == {
         "simdev.io/simple-device-0": dev(0),
         "simdev.io/simple-device-3": dev(3),
     }
     assert list(third.devices) == []
     assert list(first.mounts) == [] and list(first.cdi_devices) == []
-
-
-def device_files(plugin: Any) -> list[str]:
-    return sorted(p.name for p in plugin.host_dev.iterdir())
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating device files (mknod) needs root")
-def test_allocate_creates_missing_device_files(start_plugin: Start) -> None:
-    plugin = start_plugin(count=3)
-    conn = plugin.connection()
-    assert device_files(plugin) == []
-    conn.allocate([[dev(0)], [dev(2)]])
-    assert device_files(plugin) == ["simple-device-0", "simple-device-2"]
-    st = os.lstat(plugin.host_dev / "simple-device-2")
-    assert stat.S_ISCHR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o666
-    # A file removed behind our back is recreated at the next allocation.
-    (plugin.host_dev / "simple-device-0").unlink()
-    conn.allocate([[dev(0)]])
-    assert device_files(plugin) == ["simple-device-0", "simple-device-2"]
 
 
 def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
@@ -168,7 +147,6 @@ def test_unknown_id_is_not_found_and_nothing_is_applied(start_plugin: Start) -> 
     err = rpc_error(lambda: conn.allocate([[dev(0)], [dev(1), "no-such-device"]]))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert '"no-such-device"' in err.details()
-    assert device_files(plugin) == []  # dev(0) was valid but its file was not made
 
 
 def test_unhealthy_device_fails_precondition_and_nothing_is_applied(start_plugin: Start) -> None:
@@ -178,25 +156,14 @@ def test_unhealthy_device_fails_precondition_and_nothing_is_applied(start_plugin
     err = rpc_error(lambda: conn.allocate([[dev(0)], [dev(1)]]))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert dev(1) in err.details()
-    assert device_files(plugin) == []
 
 
-def test_device_file_problem_fails_allocate_not_the_container(start_plugin: Start) -> None:
-    plugin = start_plugin(count=1)
-    conn = plugin.connection()
-    (plugin.host_dev / "simple-device-0").mkdir()  # something that is not a device
-    err = rpc_error(lambda: conn.allocate([[dev(0)]]))
-    assert err.code() == grpc.StatusCode.INTERNAL
-    assert "not a character device" in err.details()
-
-
-def test_without_file_prefix_no_files_are_made(start_plugin: Start) -> None:
+def test_without_file_prefix_no_device_is_mapped(start_plugin: Start) -> None:
     plugin = start_plugin(count=2, settings=AllocationSettings(env_prefix="SD"))
     conn = plugin.connection()
     (container,) = conn.allocate([[dev(1)]]).container_responses
     assert dict(container.envs) == {"SD_1": "/dev/1", "SD_VISIBLE_DEVICES": dev(1)}
     assert list(container.devices) == [] and dict(container.annotations) == {}
-    assert device_files(plugin) == []
 
 
 def test_long_lived_streams_cannot_starve_allocate(start_plugin: Start) -> None:
@@ -243,13 +210,13 @@ def test_messages_built_from_the_model() -> None:
     plan = ContainerAllocation(
         device_ids=("a",),
         envs={"X_0": "/dev/d-0"},
-        device_nodes=(DeviceNode("d-0", "/dev/d-0"),),
+        device_nodes=(DeviceNode("/dev/d-0"),),
         annotations={"k-0": "a"},
     )
     msg = container_response(plan)
     assert dict(msg.envs) == {"X_0": "/dev/d-0"}
     assert [(d.container_path, d.host_path, d.permissions) for d in msg.devices] == [
-        ("/dev/d-0", "/dev/d-0", "rw")
+        ("/dev/d-0", "/dev/null", "rw")
     ]
     assert dict(msg.annotations) == {"k-0": "a"}
     assert len(msg.mounts) == 0 and len(msg.cdi_devices) == 0
