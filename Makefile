@@ -52,9 +52,11 @@ typecheck: venv
 	MYPYPATH=build/typecheck:tests $(VBIN)/mypy --explicit-package-bases tests bench
 
 .PHONY: bench
-bench: venv ## Benchmarks; figures go to bench-results/
+bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to the local cluster)
 	$(VBIN)/python bench/listandwatch_size.py
 	$(VBIN)/python bench/plugin_allocate.py
+	@bash scripts/deploy.sh
+	PYTHONPATH=tests $(VBIN)/python bench/live_latency.py
 
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from simdev.plugin.simulation import Simulation
 
 PROG = "simdev-plugin"
+SERVICE_ACCOUNT_ENV = "SERVICE_ACCOUNT_DIR"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,11 +149,17 @@ def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.E
     """Starts following the SimulatedDevice and the Node through the API, when reachable."""
     import logging
 
-    from simdev.plugin.apiwatch import InClusterAPI
+    from simdev.plugin.apiwatch import SERVICE_ACCOUNT, InClusterAPI
     from simdev.plugin.follow import Follower
 
     log = logging.getLogger("simdev.plugin")
-    api = InClusterAPI.from_environment(os.environ)
+    # Where the token and CA are; settable so the plugin can follow from outside a pod.
+    account = Path(os.environ.get(SERVICE_ACCOUNT_ENV) or SERVICE_ACCOUNT)
+    try:
+        api = InClusterAPI.from_environment(os.environ, account)
+    except ValueError as err:
+        log.error("live changes are off", extra={"fields": {"error": str(err)}})
+        return
     if api is None:
         log.warning(
             "no Kubernetes API in this environment: live changes are off",

@@ -9,82 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from clusterlib import Cluster, wait_for
+from devices import Devices, node_count, printer_columns, run_consumer, unique
 
 pytestmark = pytest.mark.e2e
 
 SHARED_NAMESPACE = "simdev-e2e"
 OPERATOR_NAMESPACE = "simdev-system"
-OWNER_LABEL = "simdev.io/simulated-device"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-class Devices:
-    """Creates SimulatedDevices for one test, reads them, and deletes them afterwards."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.names: list[str] = []
-
-    def create(self, name: str, **spec: Any) -> str:
-        body = {
-            "apiVersion": "simdev.io/v1alpha1",
-            "kind": "SimulatedDevice",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-        self.cluster.apply(json.dumps(body))
-        self.names.append(name)
-        return name
-
-    def get(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self.cluster.get_json("simdev", name)
-        return obj
-
-    def condition(self, name: str, kind: str = "Ready") -> dict[str, Any]:
-        conditions = self.get(name).get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), {})
-
-    def wait_reason(self, name: str, reason: str, timeout: float = 90) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            ready = self.condition(name)
-            return ready if ready.get("reason") == reason else None
-
-        return wait_for(f"SimulatedDevice {name} to report {reason}", reached, timeout)
-
-    def wait_ready(self, name: str, timeout: float = 120) -> dict[str, Any]:
-        def ready() -> dict[str, Any] | None:
-            obj = self.get(name)
-            status = obj.get("status", {})
-            current = status.get("observedGeneration") == obj["metadata"]["generation"]
-            return obj if current and self.condition(name).get("status") == "True" else None
-
-        return wait_for(f"SimulatedDevice {name} to be Ready", ready, timeout)
-
-    def delete(self, name: str) -> None:
-        self.cluster.kubectl("delete", "simdev", name, "--timeout=150s", timeout=180)
-
-    def cleanup(self) -> None:
-        if self.names:
-            self.cluster.kubectl(
-                "delete", "simdev", *self.names, "--ignore-not-found", "--timeout=150s", timeout=180
-            )
-
-    def owned(self, kind: str, name: str) -> list[dict[str, Any]]:
-        """Objects of one kind that serve the SimulatedDevice name, in every namespace."""
-        items: list[dict[str, Any]] = self.cluster.get_json(
-            kind, "-A", "-l", f"{OWNER_LABEL}={name}"
-        )["items"]
-        return items
 
 
 @pytest.fixture
@@ -113,50 +48,6 @@ def shared_namespace(operator: Cluster) -> Iterator[str]:
     operator.kubectl("delete", "namespace", SHARED_NAMESPACE, "--wait=false")
 
 
-def node_count(cluster: Cluster) -> int:
-    return len(cluster.nodes())
-
-
-def run_consumer(cluster: Cluster, namespace: str, resource: str, count: int) -> str:
-    """Runs a pod that asks for count devices and prints its env and /dev; returns its log."""
-    name = unique("consumer")
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "consumer",
-                    "image": "busybox:1.36",
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["sh", "-c", "env | sort; echo; ls -l /dev"],
-                    "resources": {"limits": {resource: str(count)}},
-                }
-            ],
-        },
-    }
-    cluster.apply(json.dumps(pod))
-    try:
-        wait_for(
-            f"pod {name} to complete",
-            lambda: (
-                cluster.get_json("pod", "-n", namespace, name)["status"].get("phase") == "Succeeded"
-            ),
-            timeout=90,
-        )
-        return cluster.kubectl("logs", "-n", namespace, name).stdout
-    finally:
-        cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=false")
-
-
-def printer_columns(cluster: Cluster, name: str) -> list[str]:
-    line = cluster.kubectl("get", "simdev", name, "--no-headers").stdout
-    return line.split()
-
-
 def test_a_device_is_advertised_consumed_and_reported(
     devices: Devices, shared_namespace: str
 ) -> None:
@@ -178,19 +69,27 @@ def test_a_device_is_advertised_consumed_and_reported(
 
     nodes = node_count(cluster)
     status = obj["status"]
-    assert status["devices"] == {"nodes": nodes, "capacity": 3 * nodes, "allocatable": 3 * nodes}
+    assert status["devices"] == {
+        "nodes": nodes,
+        "capacity": 3 * nodes,
+        "allocatable": 3 * nodes,
+        "allocated": 0,
+        "unhealthy": 0,
+    }
     assert status["nodes"] == f"{nodes}/{nodes}"
     assert status["pluginName"] == name
     assert status["daemonSet"]["namespace"] == shared_namespace
     assert status["daemonSet"]["name"] == f"simdev-{name}"
     assert status["daemonSet"]["numberReady"] == nodes
-    # NAME RESOURCE DEVICES NODES ALLOCATABLE READY AGE
-    assert printer_columns(cluster, name)[:6] == [
+    # NAME RESOURCE DEVICES NODES ALLOCATABLE UNHEALTHY ALLOCATED READY AGE
+    assert printer_columns(cluster, name)[:8] == [
         name,
         resource,
         "3",
         f"{nodes}/{nodes}",
         str(3 * nodes),
+        "0",
+        "0",
         "True",
     ]
 
@@ -211,28 +110,6 @@ def test_a_device_is_advertised_consumed_and_reported(
     meta = cluster.get_json("namespace", shared_namespace)["metadata"]
     assert "ownerReferences" not in meta
     assert "simdev.io/created-namespace" not in meta.get("labels", {})
-
-
-def test_a_resize_is_followed_on_the_node(devices: Devices, shared_namespace: str) -> None:
-    cluster = devices.cluster
-    name = unique("e2e-resize")
-    resource = f"e2e.simdev.io/{name}"
-    devices.create(name, namespace=shared_namespace, resourceName=resource, numberDevices=2)
-    cluster.wait_allocatable(resource, 2)
-    devices.wait_ready(name)
-    (before,) = devices.owned("daemonsets", name)
-
-    cluster.kubectl("patch", "simdev", name, "--type=merge", "-p", '{"spec":{"numberDevices":4}}')
-    cluster.wait_allocatable(resource, 4)
-    obj = devices.wait_ready(name)
-    (after,) = devices.owned("daemonsets", name)
-
-    assert obj["status"]["observedGeneration"] == 2
-    assert obj["status"]["devices"]["allocatable"] == 4 * node_count(cluster)
-    assert after["metadata"]["uid"] == before["metadata"]["uid"]
-    annotation = "simdev.io/config-hash"
-    hashes = [d["spec"]["template"]["metadata"]["annotations"][annotation] for d in (before, after)]
-    assert hashes[0] != hashes[1], "a spec change must roll the plugin pods"
 
 
 def test_two_resources_coexist(devices: Devices, shared_namespace: str) -> None:

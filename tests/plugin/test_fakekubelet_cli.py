@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +18,6 @@ FAKE_KUBELET = [sys.executable, "-m", "simdev.plugin.fakekubelet"]
 ALLOCATE = ["--allocate", "2", "--allocate", "simple-device-node-a-2"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="device files (mknod) need root")
 def test_fake_kubelet_command_allocates_from_the_plugin(
     plugin_dir: Path, run_plugin: Callable[..., Any]
 ) -> None:
@@ -74,3 +72,35 @@ def test_fake_kubelet_command_reports_a_refused_allocation(
     )
     assert out.returncode == 1
     assert 'failed: NOT_FOUND: unknown device ID(s): "no-such-device"' in out.stdout
+
+
+def test_fake_kubelet_command_shows_health_changes(
+    plugin_dir: Path, run_plugin: Callable[..., Any]
+) -> None:
+    flap = "[{name: flap, type: Unhealthy, devices: {indices: [1]}, "
+    flap += "schedule: {duration: 1s, every: 2s}}]"
+    plugin = run_plugin(NUMBER_DEVICES="2", FAULTS=flap)
+    cli = subprocess.Popen(
+        [*FAKE_KUBELET, "--dir", str(plugin_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=plugin_dir,
+    )
+    wanted = {
+        "health: simple-device-node-a-1 Healthy -> Unhealthy",
+        "health: simple-device-node-a-1 Unhealthy -> Healthy",
+    }
+    seen: list[str] = []
+    try:
+        assert cli.stdout is not None
+        for line in cli.stdout:  # bounded by the module timeout
+            seen.append(line.rstrip())
+            if wanted <= set(seen):
+                break
+    finally:
+        cli.terminate()
+        cli.wait(timeout=10)
+    assert wanted <= set(seen), seen
+    # The device that never flaps never shows up in a health line.
+    assert not any("node-a-0 " in line for line in seen if line.startswith("health:"))
+    plugin.wait_for_log("fault active")

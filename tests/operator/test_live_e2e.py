@@ -1,0 +1,241 @@
+"""Live simulation on the real local cluster: resizes and faults reach the running plugins.
+
+Every test checks that no plugin pod was replaced or restarted: the plugins follow their
+SimulatedDevice through the API. The kubelet reports device changes in the Node's status on
+its node-status period (10 s), so waits allow that plus a margin.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterlib import Cluster, wait_for
+from devices import (
+    Devices,
+    capacity,
+    patch_spec,
+    plugin_log,
+    plugin_pods,
+    pod_status,
+    run_consumer,
+    start_pod,
+    unique,
+)
+from simdev.plugin.podresources import list_pod_devices
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "simdev-live-e2e"
+# The kubelet's node-status period plus the 5 s the issue allows.
+FOLLOW_SECONDS = 15
+POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+
+
+@pytest.fixture(scope="module")
+def namespace(operator: Cluster) -> Iterator[str]:
+    # Made beforehand, so that it outlives each test's SimulatedDevice.
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": NAMESPACE,
+            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+        },
+    }
+    operator.apply(json.dumps(manifest))
+    yield NAMESPACE
+    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+
+
+@pytest.fixture
+def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
+    made = Devices(operator)
+    yield made
+    made.cleanup()
+    operator.kubectl(
+        "delete", "pods", "-n", NAMESPACE, "--all", "--wait=false", "--ignore-not-found"
+    )
+
+
+def start(devices: Devices, prefix: str, **spec: Any) -> tuple[str, str]:
+    name = unique(prefix)
+    resource = f"live.simdev.io/{name}"
+    devices.create(name, namespace=NAMESPACE, resourceName=resource, **spec)
+    devices.wait_ready(name)
+    return name, resource
+
+
+def allocatable_is(cluster: Cluster, resource: str, count: int) -> bool:
+    return all(v == count for v in cluster.allocatable(resource).values())
+
+
+def node_rows(devices: Devices, name: str) -> dict[str, dict[str, Any]]:
+    rows = devices.get(name).get("status", {}).get("nodeDevices") or []
+    return {r["name"]: r for r in rows}
+
+
+def test_resize_follows_without_restarting_plugins(devices: Devices) -> None:
+    cluster = devices.cluster
+    name, resource = start(devices, "live-resize", numberDevices=6)
+    cluster.wait_allocatable(resource, 6)
+    pods = plugin_pods(devices, name)
+    ds_generation = devices.owned("daemonsets", name)[0]["metadata"]["generation"]
+    for size in (9, 4):
+        patch_spec(cluster, name, numberDevices=size)
+        cluster.wait_allocatable(resource, size, timeout=FOLLOW_SECONDS)
+        devices.wait_ready(name)
+    assert plugin_pods(devices, name) == pods
+    assert devices.owned("daemonsets", name)[0]["metadata"]["generation"] == ds_generation
+
+
+def test_unhealthy_devices_leave_allocatable_and_come_back(devices: Devices) -> None:
+    cluster = devices.cluster
+    name, resource = start(devices, "live-sick", numberDevices=6)
+    cluster.wait_allocatable(resource, 6)
+    pods = plugin_pods(devices, name)
+
+    fault = {"name": "two-sick", "type": "Unhealthy", "devices": {"count": 2}}
+    patch_spec(cluster, name, faults=[fault])
+    cluster.wait_allocatable(resource, 4, timeout=FOLLOW_SECONDS)
+    assert set(capacity(cluster, resource).values()) == {6}
+    obj = devices.wait_ready(name)
+    assert obj["status"]["devices"]["unhealthy"] == 2 * len(cluster.nodes())
+    for row in node_rows(devices, name).values():
+        assert (row["capacity"], row["allocatable"], row["activeFaults"]) == (6, 4, ["two-sick"])
+    (entry,) = obj["status"]["faults"]
+    assert entry["name"] == "two-sick" and entry["active"] is True
+
+    patch_spec(cluster, name, faults=[])
+    cluster.wait_allocatable(resource, 6, timeout=FOLLOW_SECONDS)
+    wait_for(
+        "the node rows to show the fault cleared",
+        lambda: all(
+            (r["allocatable"], r["activeFaults"]) == (6, [])
+            for r in node_rows(devices, name).values()
+        ),
+        timeout=FOLLOW_SECONDS,
+    )
+    assert plugin_pods(devices, name) == pods
+    reasons = [
+        e["reason"]
+        for e in cluster.get_json(
+            "events", "-A", "--field-selector", f"involvedObject.name={name}"
+        )["items"]
+    ]
+    # One Event per transition, however many nodes.
+    assert reasons.count("FaultActive") == 1 and reasons.count("FaultCleared") == 1
+
+
+def test_a_flapping_fault_goes_and_comes_back_twice(devices: Devices) -> None:
+    cluster = devices.cluster
+    flap = {
+        "name": "flap",
+        "type": "Unhealthy",
+        "devices": {"count": 1},
+        "schedule": {"duration": "20s", "every": "40s"},
+    }
+    name, resource = start(devices, "live-flap", numberDevices=3)
+    cluster.wait_allocatable(resource, 3)
+    pods = plugin_pods(devices, name)
+    patch_spec(cluster, name, faults=[flap])
+    seen: list[int] = []
+    deadline = time.monotonic() + 140
+    while time.monotonic() < deadline and seen.count(2) + seen.count(3) < 4:
+        (value,) = set(cluster.allocatable(resource).values())
+        if not seen or seen[-1] != value:
+            seen.append(value)
+        if seen == [3]:
+            seen = []  # before the fault arrived
+        time.sleep(1)
+    # Unhealthy, healthy, unhealthy, healthy: at least two full flaps.
+    assert seen[:4] == [2, 3, 2, 3], seen
+    assert plugin_pods(devices, name) == pods
+
+
+def test_allocate_error_fails_the_pod_and_names_the_fault(devices: Devices) -> None:
+    cluster = devices.cluster
+    boom = {"name": "boom", "type": "AllocateError", "code": "UNAVAILABLE"}
+    name, resource = start(devices, "live-error", numberDevices=2, faults=[boom])
+    cluster.wait_allocatable(resource, 2)
+    pod = start_pod(cluster, NAMESPACE, resource, 1, "true")
+
+    failed = wait_for(
+        f"pod {pod} to be refused at admission",
+        lambda: (s := pod_status(cluster, NAMESPACE, pod)).get("phase") == "Failed" and s,
+        timeout=60,
+    )
+    assert failed["reason"] == "UnexpectedAdmissionError"
+    assert "'boom'" in failed["message"], failed
+
+    patch_spec(cluster, name, faults=[])
+    # The plugin takes the change within seconds; then a new consumer runs to completion.
+    time.sleep(2)
+    assert "PATH=" in run_consumer(cluster, NAMESPACE, resource, 1)
+
+
+def test_allocate_delay_slows_the_pod_down(devices: Devices) -> None:
+    cluster = devices.cluster
+    slow = {"name": "slow", "type": "AllocateDelay", "delay": "5s"}
+    name, resource = start(devices, "live-slow", numberDevices=2, faults=[slow])
+    cluster.wait_allocatable(resource, 2)
+    began = time.monotonic()
+    run_consumer(cluster, NAMESPACE, resource, 1)
+    assert time.monotonic() - began >= 5
+    log = plugin_log(devices, name)
+    assert re.search(r'"msg": "delaying Allocate".*"fault": "slow"', log), log
+
+
+def test_plugin_down_takes_every_device_away_for_a_while(devices: Devices) -> None:
+    cluster = devices.cluster
+    name, resource = start(devices, "live-down", numberDevices=3)
+    cluster.wait_allocatable(resource, 3)
+    pods = plugin_pods(devices, name)
+    patch_spec(
+        cluster,
+        name,
+        faults=[{"name": "crash", "type": "PluginDown", "schedule": {"duration": "20s"}}],
+    )
+    cluster.wait_allocatable(resource, 0, timeout=FOLLOW_SECONDS)
+    cluster.wait_allocatable(resource, 3, timeout=20 + FOLLOW_SECONDS)
+    assert plugin_pods(devices, name) == pods
+    log = plugin_log(devices, name)
+    assert "going down on request" in log and "re-registered" in log
+
+
+@pytest.mark.skipif(not POD_RESOURCES.exists(), reason="needs the local cluster's kubelet")
+def test_allocated_matches_the_kubelets_pod_resources(devices: Devices) -> None:
+    cluster = devices.cluster
+    name, resource = start(devices, "live-held", numberDevices=4)
+    cluster.wait_allocatable(resource, 4)
+    holders = [start_pod(cluster, NAMESPACE, resource, n) for n in (1, 2)]
+    wait_for(
+        "the holder pods to run",
+        lambda: all(pod_status(cluster, NAMESPACE, p).get("phase") == "Running" for p in holders),
+        timeout=60,
+    )
+
+    def held_by_kubelet() -> int:
+        listed = list_pod_devices(POD_RESOURCES)
+        return sum(len(v.get(resource, [])) for v in listed.values())
+
+    assert held_by_kubelet() == 3
+    wait_for(
+        "status.nodeDevices[].allocated to match pod-resources",
+        lambda: sum(r["allocated"] for r in node_rows(devices, name).values()) == 3,
+        timeout=30,
+    )
+    assert devices.get(name)["status"]["devices"]["allocated"] == 3
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, holders[1], "--wait=true")
+    assert held_by_kubelet() == 1
+    wait_for(
+        "allocated to drop with the deleted pod",
+        lambda: devices.get(name)["status"]["devices"]["allocated"] == 1,
+        timeout=30,
+    )
