@@ -295,6 +295,8 @@ def daemon_set(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
         "volumes": _volumes(device),
         # The plugin only has to close its socket on SIGTERM.
         "terminationGracePeriodSeconds": 10,
+        # Node-pressure eviction would make the node's devices vanish under running pods.
+        "priorityClassName": "system-node-critical",
     }
     if runtime.host_network:
         pod_spec["hostNetwork"] = True

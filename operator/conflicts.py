@@ -3,8 +3,9 @@
 Two plugins that register the same resource name replace each other in the kubelet, and two
 plugins with the same plugin name listen on the same socket file. Both break every node, so
 only one object per resource name and per plugin name is deployed: the one created first
-(ties broken by name). The socket directory is one host path shared by every namespace, so the
-plugin name clashes whatever namespace each object deploys into.
+(ties broken by UID: creation timestamps have one-second resolution, and a UID never changes,
+so the winner never flips after the fact). The socket directory is one host path shared by
+every namespace, so the plugin name clashes whatever namespace each object deploys into.
 """
 
 from __future__ import annotations
@@ -42,24 +43,43 @@ def _claims(device: Device) -> list[tuple[str, str]]:
     ]
 
 
+def _lingering(device: Device) -> list[tuple[str, str]]:
+    """Plugin names its running pods may still serve under, besides the spec's.
+
+    status.pluginName is the name last deployed until the next reconcile, and
+    status.rollingFromPluginName keeps the old one until the DaemonSet has rolled out.
+    """
+    status = device.status
+    names = {str(status.get(k) or "") for k in ("pluginName", "rollingFromPluginName")}
+    return [("pluginName", n) for n in sorted(names - {"", device.spec.plugin_name})]
+
+
+def admission_order(device: Device) -> tuple[str, str]:
+    return (device.created, device.uid or device.name)
+
+
 def resolve(devices: Iterable[Device]) -> dict[str, Conflict | None]:
     """Maps every object's name to the conflict that keeps it from deploying, or None.
 
     Objects are admitted in creation order; one is admitted when nothing it claims is held
     by an object admitted before it. An object that lost a conflict holds nothing, so it
     does not block a third one: the outcome depends only on the set of objects.
+
+    An admitted object that changed its pluginName keeps the old one as well until its
+    DaemonSet has rolled out: its old pods still listen on that socket, and a newcomer there
+    would take it from them.
     """
     held: dict[tuple[str, str], str] = {}
     result: dict[str, Conflict | None] = {}
-    for device in sorted(devices, key=lambda d: (d.created, d.name)):
+    for device in sorted(devices, key=admission_order):
         conflict = next(
             (Conflict(held[claim], *claim) for claim in _claims(device) if claim in held),
             None,
         )
         result[device.name] = conflict
         if conflict is None:
-            for claim in _claims(device):
-                held[claim] = device.name
+            for claim in _claims(device) + _lingering(device):
+                held.setdefault(claim, device.name)
     return result
 
 

@@ -13,9 +13,17 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from simdev.operator import builders
+from simdev.operator.audit import Listed
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.kube import JSON_PATCH, MERGE, RBAC, STRATEGIC, Kube, Ref
-from simdev.operator.model import API_VERSION, CREATED_NAMESPACE_LABEL, KIND, Device, child_name
+from simdev.operator.model import (
+    API_VERSION,
+    CREATED_NAMESPACE_LABEL,
+    KIND,
+    PLURAL,
+    Device,
+    child_name,
+)
 from simdev.operator.observed import DaemonSetState
 
 
@@ -168,6 +176,14 @@ class Deployer:
             # Only once the plugins are gone: until then they still follow their object.
             self._remove_cluster_children(device)
         return left
+
+    def list_identities(self) -> Listed:
+        """Every SimulatedDevice, Node and Pod the API server has now, for the audit."""
+        return Listed(
+            devices=self._kube.identities(f"/apis/{API_VERSION}/{PLURAL}"),
+            nodes=self._kube.identities("/api/v1/nodes"),
+            pods=self._kube.identities("/api/v1/pods"),
+        )
 
     def patch_status(self, device: Device, patch: Mapping[str, Any]) -> None:
         ref = Ref(API_VERSION, KIND, device.name)

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Deployer
@@ -32,8 +34,9 @@ from simdev.operator.observed import (
     PodDevices,
     requested_devices,
 )
-from simdev.operator.reconcile import Observe, Reconciler, World
+from simdev.operator.reconcile import Reconciler
 from simdev.operator.settings import configure
+from simdev.operator.world import Observe, World
 
 PLUGIN_IMAGE_ENV = "SIMDEV_PLUGIN_IMAGE"
 DEFAULT_PLUGIN_IMAGE = "localhost/simdev-plugin:0.1.0"
@@ -281,9 +284,17 @@ async def safety_net(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    # Retries what failed on an event that kopf does not retry, and catches a missed event.
+    # Catches a missed event, and now and then checks the indexes against the API (whichever
+    # object's timer comes first runs that audit for all of them).
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
-    device = observe().devices.get(name)
+    if reconciler.audit_due():
+        try:
+            if await reconciler.audit(observe):
+                for other in reconciler.needing_reconcile(observe()):
+                    await reconciler.reconcile_quietly(other, observe)
+        except (ApiException, urllib3.exceptions.HTTPError) as err:
+            logging.getLogger(__name__).warning("index audit failed, next time then: %s", err)
+    device = reconciler.view(observe).devices.get(name)
     if device is not None and not device.deleting and reconciler.resync_due(device):
         await reconciler.reconcile_quietly(name, observe)

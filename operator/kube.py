@@ -40,6 +40,7 @@ STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 REQUEST_TIMEOUT = 30.0
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,9 @@ class Kube:
         query: Sequence[tuple[str, str]] = (),
         body: Any = None,
         content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if content_type:
             headers["Content-Type"] = content_type
         request = self._api.param_serialize(
@@ -135,6 +137,25 @@ class Kube:
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
         return response.status, json.loads(data) if data else {}
+
+    def identities(self, collection: str) -> frozenset[tuple[str, str]]:
+        """(name, uid) of every object at a collection path, as metadata only.
+
+        Namespaced objects are named "namespace/name". Asking for PartialObjectMetadataList
+        keeps a list of every Pod small.
+        """
+        _, data = self._call(
+            "GET",
+            collection,
+            headers={"Accept": PARTIAL_METADATA},
+        )
+        found = set()
+        for item in data.get("items") or ():
+            meta = item.get("metadata") or {}
+            namespace = meta.get("namespace")
+            name = f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+            found.add((name, str(meta.get("uid", ""))))
+        return frozenset(found)
 
     def get(self, ref: Ref) -> dict[str, Any] | None:
         try:

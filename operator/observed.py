@@ -69,6 +69,7 @@ class NodeResources:
     capacity: Mapping[str, int]
     allocatable: Mapping[str, int]
     labels: Mapping[str, str] = field(default_factory=dict)
+    uid: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeResources:
@@ -84,6 +85,7 @@ class NodeResources:
             capacity=extended("capacity"),
             allocatable=extended("allocatable"),
             labels=dict(meta.get("labels") or {}),
+            uid=str(meta.get("uid", "")),
         )
 
 
@@ -96,6 +98,9 @@ class PodDevices:
 
     node: str
     held: Mapping[str, int]
+    # "namespace/name" and uid: what the audit compares with the API's list.
+    ref: str = ""
+    uid: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodDevices | None:
@@ -105,7 +110,11 @@ class PodDevices:
         if not node or (body.get("status") or {}).get("phase") in FINISHED_PHASES:
             return None
         held = requested_devices(spec)
-        return cls(node=str(node), held=held) if held else None
+        if not held:
+            return None
+        meta = body.get("metadata") or {}
+        ref = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        return cls(node=str(node), held=held, ref=ref, uid=str(meta.get("uid", "")))
 
 
 def requested_devices(pod_spec: Mapping[str, Any]) -> dict[str, int]:

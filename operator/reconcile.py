@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -22,15 +21,13 @@ import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from simdev.operator.audit import Audit, Listed, Stale
 from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
 from simdev.operator.model import Device
 from simdev.operator.observed import (
-    DaemonSetState,
     DeviceTotals,
-    NodeResources,
-    PodDevices,
     allocated_on,
 )
 from simdev.operator.simulation import (
@@ -48,6 +45,7 @@ from simdev.operator.status import (
     status_patch,
     transition_events,
 )
+from simdev.operator.world import Observe, World
 
 logger = logging.getLogger(__name__)
 
@@ -55,45 +53,19 @@ RETRY_DELAY = 10.0
 # The safety net re-reconciles an object this long after its last reconcile, in case an
 # event was missed; events, not this, drive normal operation.
 RESYNC_PERIOD = 600.0
+# How often the indexes are checked against full lists from the API (see audit.py).
+AUDIT_PERIOD = 120.0
+# Retries of reconciles that no kopf handler retries: quick first, then backing off.
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
+# Expected races (a failed JSON-patch test, a precondition conflict) resolve on a re-read.
+RACE_STATUSES = (409, 422)
 
 
-@dataclass(frozen=True)
-class World:
-    """What the operator knows about the cluster at one moment, from its indexes."""
-
-    devices: Mapping[str, Device] = field(default_factory=dict)
-    # DaemonSets labelled as ours, by the name of the SimulatedDevice they serve.
-    daemon_sets: Mapping[str, tuple[DaemonSetState, ...]] = field(default_factory=dict)
-    nodes: tuple[NodeResources, ...] = ()
-    # Pods that hold extended resources, whatever their resource.
-    pods: tuple[PodDevices, ...] = ()
-
-    def namespaces_of(
-        self, device: Device, status: Mapping[str, Any], *, terminating: bool = True
-    ) -> set[str]:
-        """Every namespace this object may have deployed into: spec, index and status.
-
-        terminating=False leaves out DaemonSets already being deleted: nothing is left to
-        do about them but wait.
-        """
-        found = {device.spec.namespace}
-        found.update(
-            ds.namespace
-            for ds in self.daemon_sets.get(device.name, ())
-            if terminating or not ds.deleting
-        )
-        recorded = (status.get("daemonSet") or {}).get("namespace")
-        if recorded:
-            found.add(str(recorded))
-        return found
-
-    def daemon_set_in(self, device: Device, namespace: str) -> DaemonSetState | None:
-        return next(
-            (d for d in self.daemon_sets.get(device.name, ()) if d.namespace == namespace), None
-        )
+class Raced(kopf.TemporaryError):
+    """A concurrent change beat one of our writes; reconciling again settles it."""
 
 
-Observe = Callable[[], World]
 PostEvent = Callable[[Device, Event], None]
 
 
@@ -123,6 +95,14 @@ class Reconciler:
         # arrives only with the next watch event. It prevents repeated events and patches.
         self._written: dict[str, Mapping[str, Any]] = {}
         self._last_run: dict[str, float] = {}
+        self._audit = Audit()
+        self._audited_at: float | None = None
+        self._retries: dict[str, asyncio.Task[None]] = {}
+        self._retry_delay: dict[str, float] = {}
+
+    def view(self, observe: Observe) -> World:
+        """The indexes' world, less the entries the last audit found deleted."""
+        return self._audit.view(observe())
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -141,7 +121,7 @@ class Reconciler:
     async def reconcile(self, name: str, observe: Observe) -> None:
         """Converges one SimulatedDevice; raises kopf.TemporaryError when it must be retried."""
         async with self._lock(name):
-            world = observe()
+            world = self.view(observe)
             device = world.devices.get(name)
             if device is None or device.deleting:
                 return
@@ -157,11 +137,14 @@ class Reconciler:
                 else:
                     outcome = await asyncio.to_thread(self._deployer.deploy, device, namespaces)
             except ApiException as err:
+                if err.status in RACE_STATUSES:
+                    # Not a failure worth a status or an Event: read again and retry.
+                    raise Raced(f"a concurrent change won: {api_error(err)}", delay=1) from err
                 error = api_error(err)
             except (RetryLater, urllib3.exceptions.HTTPError) as err:
                 error = str(err)
 
-            world = observe()  # node counts may have moved while the steps ran
+            world = self.view(observe)  # node counts may have moved while the steps ran
             daemon_set = outcome.daemon_set
             if daemon_set is None and conflict is None:
                 daemon_set = world.daemon_set_in(device, device.spec.namespace)
@@ -201,7 +184,7 @@ class Reconciler:
 
     def next_fault_change(self, name: str, observe: Observe) -> float | None:
         """Seconds until a fault of this object switches on or off, or None."""
-        device = observe().devices.get(name)
+        device = self.view(observe).devices.get(name)
         if device is None or device.deleting:
             return None
         now = self._epoch()
@@ -228,7 +211,7 @@ class Reconciler:
         Returns the namespaces whose DaemonSet is still terminating (empty when done).
         """
         async with self._lock(name):
-            world = observe()
+            world = self.view(observe)
             device = world.devices.get(name)
             if device is None:
                 return []
@@ -244,6 +227,7 @@ class Reconciler:
         Used on changes of other objects (SimulatedDevices, Nodes), so that only the objects
         whose conflict verdict or device counts actually changed are reconciled.
         """
+        world = self._audit.view(world)
         current = {
             name: dataclasses.replace(d, status=self.status_of(d))
             for name, d in world.devices.items()
@@ -273,8 +257,52 @@ class Reconciler:
         return failed or last is None or time.monotonic() - last >= RESYNC_PERIOD
 
     async def reconcile_quietly(self, name: str, observe: Observe) -> None:
-        """For triggers that kopf does not retry: failures are already in the status."""
+        """For triggers that kopf does not retry: retried here, within seconds, backing off."""
         try:
             await self.reconcile(name, observe)
+        except Raced as err:
+            logger.debug("reconcile of SimulatedDevice %s raced; again: %s", name, err)
+            self._retry(name, observe, RETRY_FIRST)
         except kopf.TemporaryError as err:
-            logger.warning("reconcile of SimulatedDevice %s will be retried: %s", name, err)
+            delay = self._retry_delay.get(name, RETRY_FIRST)
+            self._retry_delay[name] = min(delay * 2, RETRY_MAX)
+            logger.warning(
+                "reconcile of SimulatedDevice %s will be retried in %.0fs: %s", name, delay, err
+            )
+            self._retry(name, observe, delay)
+        else:
+            self._retry_delay.pop(name, None)
+
+    def _retry(self, name: str, observe: Observe, delay: float) -> None:
+        pending = self._retries.get(name)
+        if pending is not None and not pending.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._retries.pop(name, None)
+            await self.reconcile_quietly(name, observe)
+
+        self._retries[name] = asyncio.get_running_loop().create_task(later())
+
+    def audit_due(self) -> bool:
+        now = time.monotonic()
+        return self._audited_at is None or now - self._audited_at >= AUDIT_PERIOD
+
+    async def audit(self, observe: Observe) -> Stale:
+        """Checks the indexes against full lists; returns (and from now on hides) stale entries.
+
+        The snapshot is taken before the lists, so everything in it predates them.
+        """
+        self._audited_at = time.monotonic()
+        snapshot = observe()
+        listed: Listed = await asyncio.to_thread(self._deployer.list_identities)
+        stale = self._audit.record(snapshot, listed)
+        if stale:
+            logger.warning(
+                "index entries of deleted objects ignored: %d SimulatedDevices, %d Nodes, %d Pods",
+                len(stale.devices),
+                len(stale.nodes),
+                len(stale.pods),
+            )
+        return stale

@@ -117,11 +117,13 @@ def build_status(
         device, conflict=conflict, daemon_set=daemon_set, totals=totals, error=error, rows=rows
     )
     listed, omitted = listed_rows(rows)
+    rolling_from = _rolling_from(device, daemon_set if conflict is None else None)
     previous = device.status
     deployed = daemon_set if conflict is None and daemon_set and not daemon_set.deleting else None
     return {
         "observedGeneration": device.generation,
         "pluginName": device.spec.plugin_name,
+        "rollingFromPluginName": rolling_from,
         "conditions": [
             _condition(
                 READY,
@@ -161,6 +163,15 @@ def build_status(
         "nodeDevicesOmitted": omitted,
         "faults": [dict(f) for f in faults],
     }
+
+
+def _rolling_from(device: Device, daemon_set: DaemonSetState | None) -> str | None:
+    """The plugin name old pods may still serve under while the DaemonSet rolls to a new one."""
+    previous = device.status
+    old = previous.get("rollingFromPluginName") or previous.get("pluginName")
+    if not old or old == device.spec.plugin_name or daemon_set is None:
+        return None
+    return None if daemon_set.rolled_out and not daemon_set.deleting else str(old)
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import grpc
 log = logging.getLogger("simdev.plugin")
 
 FLUSH_SECONDS = 0.05
+CONNECT_PROBE_SECONDS = 0.5
 
 
 class Servicer(Protocol):
@@ -32,6 +34,10 @@ class Servicer(Protocol):
 
 class ServerError(Exception):
     """The socket could not be served."""
+
+
+class SocketBusy(ServerError):
+    """Another live server answers on our socket path; it is not ours to take."""
 
 
 class PluginServer:
@@ -106,6 +112,20 @@ class PluginServer:
             return
         if stat.S_ISDIR(st.st_mode):
             raise ServerError(f"{path} is a directory, cannot serve a socket there")
+        if stat.S_ISSOCK(st.st_mode) and _answers(path):
+            # Two plugins with one name would take the path from each other in turn.
+            raise SocketBusy(f"{path} is served by another process")
         # A socket left by an earlier run (or any file with our name) blocks bind().
         path.unlink()
         log.info("removed stale socket", extra={"fields": {"path": str(path)}})
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(CONNECT_PROBE_SECONDS)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

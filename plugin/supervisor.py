@@ -24,7 +24,7 @@ from simdev.plugin.kubelet import (
     register,
     socket_identity,
 )
-from simdev.plugin.server import PluginServer
+from simdev.plugin.server import PluginServer, SocketBusy
 
 log = logging.getLogger("simdev.plugin")
 
@@ -55,25 +55,47 @@ class Supervisor:
         self._kubelet_seen = True  # so a missing kubelet at start is logged once
         self._retry_at = 0.0
         self._retry_delay = POLL_SECONDS
+        self._serving = False
+        self._busy_logged = False
 
     def run(self, stop: threading.Event) -> None:
         """Serves until stop is set, then stops the server and removes the socket."""
         self._held = self._hold()
-        if not self._held:
-            self._server.start()
-            self._served_for = socket_identity(self._kubelet_socket)
+        self._serving = False
         try:
             while not stop.is_set():
                 if self._holding():
                     stop.wait(self._poll)
                     continue
-                self._tick(stop)
+                if not self._serving:
+                    self._serving = self._start()
+                if self._serving:
+                    self._tick(stop)
                 stop.wait(self._poll)
         except Cancelled:
             pass
         finally:
             self._server.stop()
             log.info("stopped", extra={"fields": {"socket": str(self._server.socket_path)}})
+
+    def _start(self) -> bool:
+        """Serves on a fresh socket; False while another live plugin holds the path."""
+        try:
+            self._server.restart()
+        except SocketBusy as err:
+            if not self._busy_logged:
+                log.error(
+                    "socket taken by a live plugin; waiting for it to go",
+                    extra={"fields": {"error": str(err)}},
+                )
+                self._busy_logged = True
+            return False
+        self._busy_logged = False
+        self._served_for = socket_identity(self._kubelet_socket)
+        self._registered_for = None
+        self._retry_at = 0.0
+        self._retry_delay = POLL_SECONDS
+        return True
 
     def _holding(self) -> bool:
         """Goes down or comes back when hold changes; True while down."""
@@ -84,10 +106,9 @@ class Supervisor:
                 extra={"fields": {"socket": str(self._server.socket_path)}},
             )
             self._server.stop()
-            self._registered_for = None
+            self._serving = False
         elif self._held and not held:
             log.info("coming back up", extra={"fields": {"socket": str(self._server.socket_path)}})
-            self._fresh_socket(socket_identity(self._kubelet_socket))
         self._held = held
         return held
 
@@ -98,7 +119,8 @@ class Supervisor:
                 "plugin socket gone, serving on a fresh socket",
                 extra={"fields": {"socket": str(self._server.socket_path)}},
             )
-            self._fresh_socket(kubelet)
+            if not self._fresh_socket():
+                return
         if kubelet is None:
             if self._kubelet_seen:
                 log.info(
@@ -115,18 +137,16 @@ class Supervisor:
                 "kubelet restarted, serving on a fresh socket",
                 extra={"fields": {"socket": str(self._server.socket_path)}},
             )
-            self._fresh_socket(kubelet)
+            if not self._fresh_socket():
+                return
         if time.monotonic() < self._retry_at:
             return
         self._register(kubelet, stop)
 
-    def _fresh_socket(self, kubelet: SocketIdentity | None) -> None:
-        self._server.restart()
-        self._served_for = kubelet
-        self._registered_for = None
-        # A new kubelet (or socket) deserves an immediate attempt.
-        self._retry_at = 0.0
-        self._retry_delay = POLL_SECONDS
+    def _fresh_socket(self) -> bool:
+        # A new kubelet (or socket) deserves an immediate attempt, from _start.
+        self._serving = self._start()
+        return self._serving
 
     def _register(self, kubelet: SocketIdentity, stop: threading.Event) -> None:
         fields = {

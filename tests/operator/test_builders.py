@@ -105,6 +105,7 @@ def test_daemon_set_runs_the_plugin_with_node_name_and_config(device: DeviceFact
     # The token lets the plugin follow its own object; RBAC allows nothing more.
     assert pod["automountServiceAccountToken"] is True
     assert "hostNetwork" not in pod
+    assert pod["priorityClassName"] == "system-node-critical"
     assert _mounts(ds)["device-plugins"] == "/var/lib/kubelet/device-plugins"
     assert _host_paths(ds) == {"device-plugins": "/var/lib/kubelet/device-plugins"}
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")

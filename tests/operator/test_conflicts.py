@@ -27,12 +27,30 @@ def test_the_earlier_object_keeps_a_shared_resource_name(device: DeviceFactory) 
     assert "spec.resourceName" in message and "'zeta'" in message
 
 
-def test_same_creation_time_is_broken_by_name(device: DeviceFactory) -> None:
-    b = device("b", created=T1, resourceName="example.com/x")
-    a = device("a", created=T1, resourceName="example.com/x")
-    verdicts = resolve([b, a])
-    assert verdicts["a"] is None
-    assert verdicts["b"] == Conflict("a", "resourceName", "example.com/x")
+def test_same_creation_time_is_broken_by_uid_not_name(device: DeviceFactory) -> None:
+    # Timestamps have one-second resolution; the UID never changes, so the winner is stable.
+    b = device("b", created=T1, uid="0001", resourceName="example.com/x")
+    a = device("a", created=T1, uid="0002", resourceName="example.com/x")
+    verdicts = resolve([a, b])
+    assert verdicts["b"] is None
+    assert verdicts["a"] == Conflict("b", "resourceName", "example.com/x")
+
+
+def test_an_old_plugin_name_is_held_until_the_rollout_ends(device: DeviceFactory) -> None:
+    # a moved from socket "p" to "q"; its old pods still listen on p.sock while they roll.
+    rolling = {"pluginName": "q", "rollingFromPluginName": "p"}
+    a = device("a", created=T1, resourceName="example.com/a", pluginName="q", status=rolling)
+    b = device("b", created=T2, resourceName="example.com/b", pluginName="p")
+    assert resolve([a, b])["b"] == Conflict("a", "pluginName", "p")
+    # The status not yet rewritten after the spec change counts the same.
+    before = device(
+        "a", created=T1, resourceName="example.com/a", pluginName="q", status={"pluginName": "p"}
+    )
+    assert resolve([before, b])["b"] == Conflict("a", "pluginName", "p")
+    rolled = device(
+        "a", created=T1, resourceName="example.com/a", pluginName="q", status={"pluginName": "q"}
+    )
+    assert resolve([rolled, b]) == {"a": None, "b": None}
 
 
 def test_plugin_name_clashes_across_namespaces(device: DeviceFactory) -> None:

@@ -12,11 +12,14 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from simdev.operator import reconcile
+from simdev.operator.audit import Listed
 from simdev.operator.deployer import Outcome, RetryLater
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, NodeResources
-from simdev.operator.reconcile import Reconciler, World
+from simdev.operator.reconcile import Reconciler
 from simdev.operator.status import Event
+from simdev.operator.world import World
 
 DeviceFactory = Callable[..., Device]
 NOW = "2030-01-01T00:00:00Z"
@@ -27,7 +30,12 @@ class FakeDeployer:
         self.calls: list[tuple[str, str, list[str]]] = []
         self.statuses: dict[str, dict[str, Any]] = {}
         self.failure: Exception | None = None
+        self.status_failures = 0
+        self.listed = Listed(frozenset(), frozenset(), frozenset())
         self.ready = 0
+
+    def list_identities(self) -> Listed:
+        return self.listed
 
     def _ds(self, device: Device) -> DaemonSetState:
         return DaemonSetState(
@@ -49,6 +57,9 @@ class FakeDeployer:
         return []
 
     def patch_status(self, device: Device, patch: Mapping[str, Any]) -> None:
+        if self.status_failures:
+            self.status_failures -= 1
+            raise ApiException(status=500, reason="Internal Server Error")
         status = self.statuses.setdefault(device.name, {})
         for key, value in patch.items():
             if value is None:
@@ -263,3 +274,57 @@ def test_safety_net_runs_after_failures_and_when_never_run(
     with pytest.raises(kopf.TemporaryError):
         harness.run("a")
     assert harness.reconciler.resync_due(d)
+
+
+def test_an_expected_race_is_retried_without_an_error_status(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.deployer.failure = ApiException(status=422, reason="Unprocessable Entity")
+    with pytest.raises(reconcile.Raced):
+        harness.run("a")
+    assert "a" not in harness.deployer.statuses
+    assert not [e for _, e in harness.events if e.type == "Warning"]
+
+
+def test_a_failed_status_write_is_retried_within_seconds(
+    harness: Harness, device: DeviceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile, "RETRY_FIRST", 0.01)
+    harness.world = World(devices={"a": device("a")})
+    harness.deployer.status_failures = 2
+
+    async def trigger_then_wait() -> None:
+        await harness.reconciler.reconcile_quietly("a", lambda: harness.world)
+        for _ in range(200):
+            if "a" in harness.deployer.statuses:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(trigger_then_wait())
+    assert harness.deployer.statuses["a"]["observedGeneration"] == 1
+    assert harness.deployer.status_failures == 0
+
+
+def test_audit_hides_index_entries_of_deleted_objects(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    # b was deleted while the watch was down: the index still holds it, and it still holds
+    # the resource a asks for.
+    b = device("b", created="2030-01-01T00:00:01Z")
+    a = device("a", created="2030-01-01T00:00:02Z")
+    gone = NodeResources("gone", {"example.com/simple-device": 2}, {}, uid="n-gone")
+    harness.world = World(devices={"a": a, "b": b}, nodes=(gone,))
+    harness.run("a")
+    assert harness.ready("a")["reason"] == "Conflict"
+    harness.deployer.listed = Listed(frozenset({("a", a.uid)}), frozenset(), frozenset())
+    stale = asyncio.run(harness.reconciler.audit(lambda: harness.world))
+    assert stale.devices == {("b", b.uid)} and stale.nodes == {("gone", "n-gone")}
+    assert harness.reconciler.needing_reconcile(harness.world) == ["a"]
+    harness.run("a")
+    assert harness.ready("a")["reason"] != "Conflict"
+    assert harness.deployer.statuses["a"]["devices"]["capacity"] == 0
+    # A re-created object has a new UID and is not hidden.
+    again = device("b", created="2030-01-01T00:00:03Z", uid="uid-b2")
+    world = World(devices={"a": a, "b": again})
+    assert set(harness.reconciler.view(lambda: world).devices) == {"a", "b"}

@@ -113,8 +113,8 @@ def test_allocated_counts_unfinished_pods_per_node() -> None:
         },
         "status": {"phase": "Running"},
     }
-    pod = PodDevices.from_body(body)
-    assert pod == PodDevices("n1", {RES: 5})
+    pod = PodDevices.from_body({**body, "metadata": {"namespace": "ns", "name": "p", "uid": "u"}})
+    assert pod == PodDevices("n1", {RES: 5}, ref="ns/p", uid="u")
     done = {**body, "status": {"phase": "Succeeded"}}
     assert PodDevices.from_body(done) is None
     assert PodDevices.from_body({"spec": {"containers": []}}) is None

@@ -218,3 +218,20 @@ def test_snapshots_read_kubernetes_bodies() -> None:
         {"metadata": {"namespace": "ns", "name": "d", "generation": 1}}
     )
     assert not fresh.rolled_out
+
+
+def test_old_plugin_name_is_kept_until_the_rollout_ends(device: DeviceFactory) -> None:
+    moved = device(pluginName="q", status={"pluginName": "p"})
+
+    def status_with(daemon_set: DaemonSetState) -> dict[str, Any]:
+        return build_status(
+            moved, conflict=None, daemon_set=daemon_set, totals=DeviceTotals(), now=T0
+        )
+
+    rolling = status_with(ds(desired=2, ready=1))
+    assert (rolling["pluginName"], rolling["rollingFromPluginName"]) == ("q", "p")
+    # Still rolling on the next reconcile: the old name stays recorded.
+    again = device(pluginName="q", status=rolling)
+    kept = build_status(again, conflict=None, daemon_set=ds(2, 1), totals=DeviceTotals(), now=T1)
+    assert kept["rollingFromPluginName"] == "p"
+    assert status_with(ds(desired=2, ready=2))["rollingFromPluginName"] is None

@@ -107,6 +107,26 @@ def test_stale_socket_is_replaced(
     assert log.index("removed stale socket") < log.index(" serving socket=")
 
 
+def test_a_live_socket_is_never_taken(
+    plugin_dir: Path, kubelet: FakeKubelet, run_plugin: RunPlugin
+) -> None:
+    first = run_plugin()
+    kubelet.wait_for_registration(timeout=15).wait_for_list()
+    inode = first.socket_path.stat().st_ino
+    # A second plugin with the same name: it must wait, not unlink the first one's socket.
+    second = run_plugin(NUMBER_DEVICES="5")
+    second.wait_for_log("socket taken by a live plugin")
+    time.sleep(1.5)  # three of its polls
+    assert first.socket_path.stat().st_ino == inode
+    assert len(kubelet.connections) == 1
+    assert second.log().count("socket taken by a live plugin") == 1  # logged once, not per poll
+    # Once the first is gone, the second takes over.
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=10) == 0
+    conn = kubelet.wait_for_registration(count=2, timeout=10)
+    assert len(conn.wait_for_list(lambda r: len(r.devices) == 5).devices) == 5
+
+
 def test_json_logs_one_object_per_line(kubelet: FakeKubelet, run_plugin: RunPlugin) -> None:
     plugin = run_plugin("--log-format", "json")
     conn = kubelet.wait_for_registration(timeout=15)
