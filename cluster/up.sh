@@ -33,9 +33,16 @@ write_cni_config
 write_kubelet_config
 
 if ! running containerd; then
-  # Nothing of ours is alive: whatever a killed cluster left behind goes first.
-  sweep_leftovers
-  step "swept leftovers of a previous run"
+  if [ -n "$(our_shims)" ]; then
+    # containerd died alone: its shims still run the containers. Like a real node, restart
+    # only containerd, which reattaches to them from its state; the pods never notice.
+    rm -f "$(pidfile containerd)"
+    log "containerd is down but its containers run on: restarting containerd alone"
+  else
+    # Nothing of ours is alive: whatever a killed cluster left behind goes first.
+    sweep_leftovers
+    step "swept leftovers of a previous run"
+  fi
 fi
 setup_network
 

@@ -5,6 +5,7 @@ Kept free of pytest so benchmarks and scripts can reuse it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ T = TypeVar("T")
 
 PLUGIN_IMAGE = "localhost/simdev-plugin:0.1.0"
 OPERATOR_IMAGE = "localhost/simdev-operator:0.1.0"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # The only server address the local cluster ever has.
 LOCAL_SERVER = "https://127.0.0.1:6443"
 
@@ -131,6 +133,27 @@ class Cluster:
             lambda: all(v == count for v in self.allocatable(resource).values()),
             timeout,
         )
+
+
+@functools.cache
+def settings() -> dict[str, str]:
+    """The cluster scripts' own settings, so the test never restates a path."""
+    names = ("SIMDEV_RUN", "SIMDEV_STATE", "CONTAINERD_SOCK", "SERVICE_CIDR", "BRIDGE")
+    script = ". cluster/lib/common.sh; " + "; ".join(f'echo "{n}=${n}"' for n in names)
+    out = subprocess.run(
+        ["bash", "-c", script], cwd=REPO_ROOT, check=True, text=True, capture_output=True
+    )
+    return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+
+def pids_of_cluster() -> dict[str, int]:
+    run = Path(settings()["SIMDEV_RUN"])
+    found = {}
+    for f in run.glob("*.pid"):
+        pid = int(f.read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            found[f.stem] = pid
+    return found
 
 
 def local_cluster(repo: Path) -> Cluster:

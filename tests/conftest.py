@@ -39,6 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "last: an e2e test that runs after every other (it removes what they share)"
     )
     config.addinivalue_line(
+        "markers", "chaos: kills parts of the running system and checks recovery; runs late"
+    )
+    config.addinivalue_line(
         "markers", "disruptive: stops and restarts the cluster itself; runs after everything"
     )
 
@@ -47,6 +50,8 @@ def _order(item: pytest.Item) -> int:
     if not item.get_closest_marker("e2e"):
         return 0
     if item.get_closest_marker("disruptive"):
+        return 4
+    if item.get_closest_marker("chaos"):
         return 3
     return 2 if item.get_closest_marker("last") else 1
 

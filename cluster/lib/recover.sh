@@ -2,10 +2,12 @@
 # network rules the cluster needs. Sourced.
 # shellcheck shell=bash
 
+our_shims() { pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" || true; }
+
 # Shims outlive containerd; they are ours when they name our containerd socket.
 kill_shims() {
   local pids
-  pids=$(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" || true)
+  pids=$(our_shims)
   [ -n "$pids" ] || return 0
   log "killing leftover containerd shims and their containers: $(echo $pids)"
   # The shim's children are the containers; take them down with it.
@@ -32,7 +34,8 @@ unmount_ours() {
   rm -f /run/netns/cni-* 2>/dev/null || true
 }
 
-# Called when containerd is not running: nothing of ours can still be in use.
+# Called when containerd is not running and no shim of ours is left (after a reboot, or
+# after cluster-down): nothing of ours can still be in use.
 sweep_leftovers() {
   local name
   for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do

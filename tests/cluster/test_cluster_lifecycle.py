@@ -5,7 +5,6 @@ These take the whole cluster down, so they run after every other cluster test.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import Cluster, make, wait_for
+from clusterlib import Cluster, make, pids_of_cluster, settings, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 
@@ -22,29 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 DAEMONS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 
-@functools.cache
-def settings() -> dict[str, str]:
-    """The cluster scripts' own settings, so the test never restates a path."""
-    names = ("SIMDEV_RUN", "SIMDEV_STATE", "CONTAINERD_SOCK", "SERVICE_CIDR", "BRIDGE")
-    script = ". cluster/lib/common.sh; " + "; ".join(f'echo "{n}=${n}"' for n in names)
-    out = subprocess.run(
-        ["bash", "-c", script], cwd=REPO, check=True, text=True, capture_output=True
-    )
-    return dict(line.split("=", 1) for line in out.stdout.splitlines())
-
-
 def lines_of(*cmd: str) -> list[str]:
     return subprocess.run(list(cmd), text=True, capture_output=True).stdout.splitlines()
-
-
-def pids_of_cluster() -> dict[str, int]:
-    run = Path(settings()["SIMDEV_RUN"])
-    found = {}
-    for f in run.glob("*.pid"):
-        pid = int(f.read_text().strip())
-        if Path(f"/proc/{pid}").exists():
-            found[f.stem] = pid
-    return found
 
 
 def leftovers() -> list[str]:
