@@ -7,6 +7,7 @@ stops the plugin at start with one line naming the variable instead of failing l
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
@@ -178,7 +179,7 @@ def _string_values(data: Mapping[str, Any], located: str) -> dict[str, str]:
             values[key] = value
         else:
             raise ConfigError(
-                f'invalid {key} "{value}"{located}: must be a '
+                f"invalid {key} {shown(value)}{located}: must be a "
                 + ("non-negative integer" if key == "numberDevices" else "string")
             )
     return values
@@ -231,7 +232,16 @@ def _invalid(source: str, value: str, problem: str) -> str:
     # "NUMBER_DEVICES" or "numberDevices in FILE": keep the file part after the value.
     name, _, where = source.partition(" in ")
     located = f" in {where}" if where else ""
-    return f'invalid {name} "{value}"{located}: {problem}'
+    return f"invalid {name} {shown(value)}{located}: {problem}"
+
+
+MAX_SHOWN = 300
+
+
+def shown(value: object) -> str:
+    """A value quoted for a one-line message: control characters escaped, long ones cut."""
+    text = json.dumps(str(value), ensure_ascii=False)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 4] + '..."'
 
 
 def _node_name_problem(value: str) -> str | None:
