@@ -6,8 +6,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 need_root
 bash "$here/down.sh"
-# --one-file-system: never follow a mount that somehow survived into the host.
+removed=("$SIMDEV_STATE")
+# The kubelet root is emptied only when the records say it is ours; it may itself be a
+# mount point, so it is emptied rather than removed. --one-file-system: never follow a
+# mount that somehow survived into the host.
+if [ -f "$KUBELET_ROOT_MARK" ] && [ -d "$KUBELET_ROOT" ]; then
+  find "$KUBELET_ROOT" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +
+  removed+=("$KUBELET_ROOT")
+fi
 rm -rf --one-file-system "$SIMDEV_STATE" "$SIMDEV_RUN"
-# The kubelet root may itself be a mount point: empty it rather than remove it.
-[ -d "$KUBELET_ROOT" ] && find "$KUBELET_ROOT" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +
-log "removed cluster state ($SIMDEV_STATE, $KUBELET_ROOT); binaries stay in $(k8s_bin_dir)"
+log "removed cluster state (${removed[*]}); binaries stay in $(k8s_bin_dir)"

@@ -135,7 +135,7 @@ if ! running kube-scheduler; then
 fi
 
 if ! running kubelet; then
-  mkdir -p "$KUBELET_ROOT"
+  claim_kubelet_root
   start_daemon kubelet "$BIN/kubelet" \
     --config="$SIMDEV_STATE/kubelet-config.yaml" \
     --kubeconfig="$SIMDEV_STATE/kubelet.kubeconfig" \

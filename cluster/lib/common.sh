@@ -9,8 +9,12 @@ SIMDEV_CACHE=${SIMDEV_CACHE:-/var/cache/simdev}
 SIMDEV_STATE=${SIMDEV_STATE:-/var/lib/simdev-cluster}
 # Runtime files (PID files, sockets); gone after a reboot, as they should be.
 SIMDEV_RUN=${SIMDEV_RUN:-/run/simdev-cluster}
-# The kubelet keeps its standard root so /var/lib/kubelet/device-plugins is the real path.
-KUBELET_ROOT=/var/lib/kubelet
+# The kubelet keeps its standard root by default, so /var/lib/kubelet/device-plugins is the
+# path plugin pods mount. Settable for a machine whose /var/lib/kubelet belongs to another
+# kubelet (plugin pods then need their device-plugin hostPath changed to match).
+KUBELET_ROOT=${KUBELET_ROOT:-/var/lib/kubelet}
+# Records that the cluster created KUBELET_ROOT (or found it empty) and may clean it.
+KUBELET_ROOT_MARK=$SIMDEV_STATE/kubelet-root.ours
 
 # The node is named by its address: the kubelet refuses a loopback --node-ip but
 # takes the address from a node name that is an IP, and 127.0.0.1 is the only

@@ -20,6 +20,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   # This VM withholds CAP_SYS_RESOURCE, so no process may lower its OOM score;
   # clamp the kubelet's negative scores instead of failing every sandbox.
   restrict_oom_score_adj = true
+  # Pod network namespaces under our own state directory, not the host's /run/netns:
+  # cleanup then finds them there and never touches anyone else's.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

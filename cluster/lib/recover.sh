@@ -17,10 +17,13 @@ kill_shims() {
   done
 }
 
-# Every mount point under the cluster's directories, deepest first.
+# Every mount point under the cluster's own directories, deepest first. Pod network
+# namespaces live under $SIMDEV_RUN (containerd's state); the kubelet's pod volumes count
+# only when the kubelet root is recorded as ours.
 our_mounts() {
-  awk '{print $5}' /proc/self/mountinfo | grep -E \
-    "^($SIMDEV_RUN|$SIMDEV_STATE/containerd|$KUBELET_ROOT/pods|/run/netns/cni-)" | sort -r || true
+  local roots="$SIMDEV_RUN|$SIMDEV_STATE/containerd"
+  [ -f "$KUBELET_ROOT_MARK" ] && roots+="|$KUBELET_ROOT/pods"
+  awk '{print $5}' /proc/self/mountinfo | grep -E "^($roots)(/|$)" | sort -r || true
 }
 
 unmount_ours() {
@@ -31,7 +34,19 @@ unmount_ours() {
     n=$((n + 1))
   done < <(our_mounts)
   [ "$n" -eq 0 ] || log "unmounted $n leftover mounts"
-  rm -f /run/netns/cni-* 2>/dev/null || true
+}
+
+# The kubelet clears and owns whatever is under its root: use one only if it is ours (made
+# by this cluster, or found empty), never another kubelet's.
+claim_kubelet_root() {
+  if [ -f "$KUBELET_ROOT_MARK" ]; then
+    return 0
+  fi
+  if [ -d "$KUBELET_ROOT" ] && [ -n "$(ls -A "$KUBELET_ROOT")" ]; then
+    die "$KUBELET_ROOT is in use by something else; set KUBELET_ROOT to a directory of its own"
+  fi
+  mkdir -p "$KUBELET_ROOT"
+  touch "$KUBELET_ROOT_MARK"
 }
 
 # Called when containerd is not running and no shim of ours is left (after a reboot, or
