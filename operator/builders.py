@@ -30,7 +30,11 @@ CONFIG_DIR = "/etc/simdev"
 CONFIG_FILE = "config.yaml"
 CONTAINER_NAME = "plugin"
 
-# Hostpath volumes and a root user are forbidden by the baseline Pod Security level.
+# Privileged is the lowest Pod Security level the plugin pod passes: baseline already
+# forbids every hostPath volume (the kubelet's device-plugin directory is one) and host
+# networking (plugins on the local cluster); restricted also forbids root, which owns that
+# directory. The pod takes no more than that: no capabilities, no privilege escalation, a
+# read-only root filesystem and the RuntimeDefault seccomp profile.
 PRIVILEGED_NAMESPACE_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")
 }

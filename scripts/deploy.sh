@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images, loads them into the current cluster and installs the SimulatedDevice
-# CRD and the operator, then waits until the operator is available. Idempotent.
+# CRD and the operator with its admission policies and user roles (all from the kustomize
+# base), then waits until the operator is available. Idempotent.
 #
 #   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
 #   KUBECTL      kubectl to run (default: kubectl)
@@ -34,7 +35,7 @@ else
   make -s -C "$repo" "$load"
 fi
 
-say "applying the CRD and the operator (manifests/overlays/$overlay)"
+say "applying the CRD, the operator, its admission policies and roles (manifests/overlays/$overlay)"
 kc apply -k "$repo/manifests/overlays/$overlay"
 kc wait --for=condition=Established "crd/$CRD" --timeout=60s >/dev/null
 

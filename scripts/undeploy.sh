@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deletes every SimulatedDevice and waits until their plugins are gone, then removes the
-# operator and the CRD. Idempotent: whatever is already gone is skipped.
+# operator with everything its manifests install (admission policies, user roles) and the
+# CRD. Idempotent: whatever is already gone is skipped.
 #
 #   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
 #   KUBECTL      kubectl to run (default: kubectl)
@@ -9,12 +10,21 @@ TAG=undeploy
 . "$(dirname "$0")/lib.sh"
 FINALIZER=simdev.io/finalizer
 PLUGINS=app.kubernetes.io/managed-by=simdev-operator
+DEVICE_POLICY=simdev-simulateddevices
+DEVICE_POLICY_PARAMS=simdev-admission
 use_cluster
 say "cluster: context $(kc config current-context)"
 
 if kc get crd "$CRD" >/dev/null 2>&1; then
   names=$(kc get simulateddevices -o name)
   if [ -n "$names" ]; then
+    # Without its ConfigMap the SimulatedDevice policy refuses every update, the removal of
+    # the finalizer included, so nothing could be deleted; it has nothing left to guard.
+    if kc get validatingadmissionpolicybinding "$DEVICE_POLICY" >/dev/null 2>&1 \
+      && ! kc -n "$NAMESPACE" get configmap "$DEVICE_POLICY_PARAMS" >/dev/null 2>&1; then
+      say "ConfigMap $NAMESPACE/$DEVICE_POLICY_PARAMS is gone: removing the binding of $DEVICE_POLICY"
+      kc delete validatingadmissionpolicybinding "$DEVICE_POLICY" --ignore-not-found >/dev/null
+    fi
     say "deleting $(wc -w <<<"$names") SimulatedDevice(s): $(tr '\n' ' ' <<<"$names")"
     kc delete simulateddevices --all --wait=false >/dev/null
     available=$(kc -n "$NAMESPACE" get deployment "$DEPLOYMENT" \
@@ -47,6 +57,6 @@ else
   say "the CRD is not installed: no SimulatedDevices to delete"
 fi
 
-say "removing the operator and the CRD"
+say "removing the operator, its admission policies, the user roles and the CRD"
 kc delete -k "$repo/manifests/base" --ignore-not-found --wait=true >&2
 say "done"

@@ -424,3 +424,181 @@ def test_invalid_faults_are_refused_by_name(
     assert code != 0, f"{faults} was accepted"
     assert field in err, err
     assert reason in err, err
+
+
+# Label keys and values as the Pod API checks them, for every selector and toleration.
+LONG_PREFIX = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 characters
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"nodeSelector": {"zone": ""}}, id="empty-value"),
+        pytest.param({"nodeSelector": {"a": "v" * 63}}, id="value-63"),
+        pytest.param({"nodeSelector": {"Node_Pool.x-1": "A.b_c-9"}}, id="name-punctuation"),
+        pytest.param({"nodeSelector": {f"{LONG_PREFIX}/{'n' * 63}": "x"}}, id="longest-key"),
+        pytest.param({"nodeSelector": {f"k{i}": "v" for i in range(64)}}, id="64-labels"),
+        pytest.param({"tolerations": [{"operator": "Exists"}]}, id="tolerate-everything"),
+        pytest.param(
+            {"tolerations": [{"key": "", "operator": "Exists", "effect": "NoExecute"}]},
+            id="empty-key-exists",
+        ),
+        pytest.param(
+            {"tolerations": [{"key": "gpu", "value": "", "effect": "PreferNoSchedule"}]},
+            id="equal-by-default-empty-value",
+        ),
+        pytest.param(
+            {
+                "tolerations": [
+                    {
+                        "key": "node.kubernetes.io/unreachable",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 30,
+                    }
+                ]
+            },
+            id="toleration-seconds-no-execute",
+        ),
+        pytest.param(
+            {"faults": [fault(nodeSelector={"simdev.io/flaky": "true", "zone": ""})]},
+            id="fault-selector",
+        ),
+    ],
+)
+def test_valid_selectors_and_tolerations_are_accepted(api: Cluster, spec: dict[str, Any]) -> None:
+    code, _, err = dry_run(api, manifest(**spec))
+    assert code == 0, err
+
+
+BAD_KEYS = [
+    pytest.param("bad key!", id="space-and-bang"),
+    pytest.param("-zone", id="leading-dash"),
+    pytest.param("zone.", id="trailing-dot"),
+    pytest.param("n" * 64, id="name-64"),
+    pytest.param("Example.com/zone", id="upper-case-prefix"),
+    pytest.param("example..com/zone", id="empty-dns-label"),
+    pytest.param("/zone", id="empty-prefix"),
+    pytest.param("example.com/", id="empty-name"),
+    pytest.param("a/b/c", id="two-slashes"),
+    pytest.param(f"{LONG_PREFIX}e/zone", id="prefix-254"),
+]
+
+BAD_VALUES = [
+    pytest.param("bad value", id="space"),
+    pytest.param("-x", id="leading-dash"),
+    pytest.param("x_", id="trailing-underscore"),
+    pytest.param("a/b", id="slash"),
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+@pytest.mark.parametrize("where", ["spec", "fault"])
+def test_selector_keys_must_be_label_keys(api: Cluster, where: str, key: str) -> None:
+    if where == "spec":
+        body, field = manifest(nodeSelector={key: "x"}), "spec.nodeSelector"
+    else:
+        body, field = (
+            manifest(faults=[fault(nodeSelector={key: "x"})]),
+            "spec.faults[0].nodeSelector",
+        )
+    code, _, err = dry_run(api, body)
+    assert code != 0, f"{key!r} was accepted"
+    assert f"{field}: Invalid value" in err, err
+    assert f'key "{key}" is not a label key' in err, err
+
+
+@pytest.mark.parametrize("value", [*BAD_VALUES, pytest.param("v" * 64, id="value-64")])
+@pytest.mark.parametrize("where", ["spec", "fault"])
+def test_selector_values_must_be_label_values(api: Cluster, where: str, value: str) -> None:
+    if where == "spec":
+        body, field = manifest(nodeSelector={"zone": value}), "spec.nodeSelector"
+    else:
+        body = manifest(faults=[fault(nodeSelector={"zone": value})])
+        field = "spec.faults[0].nodeSelector"
+    code, _, err = dry_run(api, body)
+    assert code != 0, f"{value!r} was accepted"
+    # OpenAPI names a map entry .zone, CEL [zone]: either names the field.
+    assert f"{field}.zone" in err or f"{field}[zone]" in err, err
+    assert "label value" in err or "may not be more than 63" in err, err
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_toleration_keys_must_be_label_keys(api: Cluster, key: str) -> None:
+    code, _, err = dry_run(api, manifest(tolerations=[{"key": key, "operator": "Exists"}]))
+    assert code != 0, f"{key!r} was accepted"
+    assert "spec.tolerations[0].key" in err and "must be a label key" in err, err
+
+
+@pytest.mark.parametrize(
+    ("toleration", "field", "reason"),
+    [
+        pytest.param(
+            {"key": "gpu", "value": "bad value"},
+            "spec.tolerations[0].value",
+            "must be a label value",
+            id="value-with-space",
+        ),
+        pytest.param(
+            {"key": "gpu", "value": "v" * 64},
+            "spec.tolerations[0].value",
+            "may not be more than 63",
+            id="value-64",
+        ),
+        pytest.param(
+            {"effect": "NoSchedule"},
+            "spec.tolerations[0].key",
+            "key is required unless operator is Exists",
+            id="no-key-equal-by-default",
+        ),
+        pytest.param(
+            {"key": "", "operator": "Equal"},
+            "spec.tolerations[0].key",
+            "key is required unless operator is Exists",
+            id="empty-key-equal",
+        ),
+        pytest.param(
+            {"key": "gpu", "operator": "Exists", "value": "x"},
+            "spec.tolerations[0]",
+            "operator Exists must not have a value",
+            id="exists-with-value",
+        ),
+        pytest.param(
+            {"key": "gpu", "operator": "In"},
+            "spec.tolerations[0].operator",
+            'Unsupported value: "In"',
+            id="operator-in",
+        ),
+        pytest.param(
+            {"key": "gpu", "effect": "NoEvict"},
+            "spec.tolerations[0].effect",
+            'Unsupported value: "NoEvict"',
+            id="effect-unknown",
+        ),
+        pytest.param(
+            {"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 30},
+            "spec.tolerations[0].tolerationSeconds",
+            "only be set with effect NoExecute",
+            id="seconds-with-no-schedule",
+        ),
+        pytest.param(
+            {"key": "gpu", "tolerationSeconds": 30},
+            "spec.tolerations[0].tolerationSeconds",
+            "only be set with effect NoExecute",
+            id="seconds-without-effect",
+        ),
+    ],
+)
+def test_invalid_tolerations_are_refused_by_name(
+    api: Cluster, toleration: dict[str, Any], field: str, reason: str
+) -> None:
+    code, _, err = dry_run(api, manifest(tolerations=[toleration]))
+    assert code != 0, f"{toleration} was accepted"
+    assert field in err, err
+    assert reason in err, err
+
+
+def test_too_many_selector_labels_are_refused(api: Cluster) -> None:
+    code, _, err = dry_run(api, manifest(nodeSelector={f"k{i}": "v" for i in range(65)}))
+    assert code != 0
+    assert "spec.nodeSelector" in err and "at most 64" in err, err

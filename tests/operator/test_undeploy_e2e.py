@@ -26,6 +26,15 @@ OPERATOR = "simdev-operator"
 CRD = "simulateddevices.simdev.io"
 PLUGINS = "app.kubernetes.io/managed-by=simdev-operator"
 EXISTS = ("live", "deleting")
+# What the manifests install besides the operator (the ConfigMap goes with its namespace).
+INSTALLED = [
+    ("validatingadmissionpolicy", "simdev-simulateddevices"),
+    ("validatingadmissionpolicybinding", "simdev-simulateddevices"),
+    ("validatingadmissionpolicy", "simdev-operator-namespaces"),
+    ("validatingadmissionpolicybinding", "simdev-operator-namespaces"),
+    ("clusterrole", "simdev-viewer"),
+    ("clusterrole", "simdev-editor"),
+]
 
 
 def state(cluster: Cluster, *args: str) -> str:
@@ -64,6 +73,8 @@ def test_undeploy_deletes_the_devices_first_then_the_operator_and_the_crd(
         cluster.wait_allocatable(resource, 2)
         labels = cluster.get_json("namespace", name)["metadata"]["labels"]
         assert labels["simdev.io/created-namespace"] == "true"
+        for kind, installed in INSTALLED:
+            assert state(cluster, kind, installed) == "live", f"{kind} {installed} is missing"
 
         log = tmp_path / "undeploy.log"
         with log.open("w") as out:
@@ -101,6 +112,8 @@ def test_undeploy_deletes_the_devices_first_then_the_operator_and_the_crd(
         assert absent(cluster, "deployment", "-n", OPERATOR_NAMESPACE, OPERATOR)
         assert absent(cluster, "clusterrole", OPERATOR)
         assert absent(cluster, "clusterrolebinding", OPERATOR)
+        for kind, installed in INSTALLED:
+            assert absent(cluster, kind, installed), f"{kind} {installed} is left"
         assert absent(cluster, "daemonset", "-n", name, f"simdev-{name}")
         assert cluster.get_json("daemonsets", "-A", "-l", PLUGINS)["items"] == []
         wait_for(
