@@ -10,7 +10,7 @@ removed=("$SIMDEV_STATE")
 # The kubelet root is emptied only when the records say it is ours; it may itself be a
 # mount point, so it is emptied rather than removed. --one-file-system: never follow a
 # mount that somehow survived into the host.
-if [ -f "$KUBELET_ROOT_MARK" ] && [ -d "$KUBELET_ROOT" ]; then
+if kubelet_root_ours && [ -d "$KUBELET_ROOT" ]; then
   find "$KUBELET_ROOT" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +
   removed+=("$KUBELET_ROOT")
 fi

@@ -26,6 +26,8 @@ bash "$here/base-images.sh" pause busybox
 command -v kubectl >/dev/null || ln -sfn "$BIN/kubectl" /usr/local/bin/kubectl
 step "checked dependencies, binaries and base images"
 
+# Before anything is written: the kubelet root must be ours (see kubelet_root_ours).
+claim_kubelet_root
 mkdir -p "$SIMDEV_STATE" "$SIMDEV_RUN" "$LOGS"
 make_pki
 write_containerd_config
@@ -135,7 +137,6 @@ if ! running kube-scheduler; then
 fi
 
 if ! running kubelet; then
-  claim_kubelet_root
   start_daemon kubelet "$BIN/kubelet" \
     --config="$SIMDEV_STATE/kubelet-config.yaml" \
     --kubeconfig="$SIMDEV_STATE/kubelet.kubeconfig" \

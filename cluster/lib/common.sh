@@ -16,6 +16,22 @@ KUBELET_ROOT=${KUBELET_ROOT:-/var/lib/kubelet}
 # Records that the cluster created KUBELET_ROOT (or found it empty) and may clean it.
 KUBELET_ROOT_MARK=$SIMDEV_STATE/kubelet-root.ours
 
+# kubelet_root_ours: true when the records say KUBELET_ROOT is this cluster's. The record
+# holds the path it was made for. State from before the record existed always used
+# /var/lib/kubelet; claim_kubelet_root runs before any state is written, so state without a
+# record can only be that.
+kubelet_root_ours() {
+  if [ -f "$KUBELET_ROOT_MARK" ]; then
+    [ "$(cat "$KUBELET_ROOT_MARK")" = "$KUBELET_ROOT" ]
+    return
+  fi
+  if [ -d "$SIMDEV_STATE" ] && [ "$KUBELET_ROOT" = /var/lib/kubelet ]; then
+    echo "$KUBELET_ROOT" > "$KUBELET_ROOT_MARK"
+    return 0
+  fi
+  return 1
+}
+
 # The node is named by its address: the kubelet refuses a loopback --node-ip but
 # takes the address from a node name that is an IP, and 127.0.0.1 is the only
 # address anything here may reach.

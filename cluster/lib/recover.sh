@@ -22,7 +22,7 @@ kill_shims() {
 # only when the kubelet root is recorded as ours.
 our_mounts() {
   local roots="$SIMDEV_RUN|$SIMDEV_STATE/containerd"
-  [ -f "$KUBELET_ROOT_MARK" ] && roots+="|$KUBELET_ROOT/pods"
+  if kubelet_root_ours; then roots+="|$KUBELET_ROOT/pods"; fi
   awk '{print $5}' /proc/self/mountinfo | grep -E "^($roots)(/|$)" | sort -r || true
 }
 
@@ -39,14 +39,14 @@ unmount_ours() {
 # The kubelet clears and owns whatever is under its root: use one only if it is ours (made
 # by this cluster, or found empty), never another kubelet's.
 claim_kubelet_root() {
-  if [ -f "$KUBELET_ROOT_MARK" ]; then
+  if kubelet_root_ours; then
     return 0
   fi
   if [ -d "$KUBELET_ROOT" ] && [ -n "$(ls -A "$KUBELET_ROOT")" ]; then
     die "$KUBELET_ROOT is in use by something else; set KUBELET_ROOT to a directory of its own"
   fi
-  mkdir -p "$KUBELET_ROOT"
-  touch "$KUBELET_ROOT_MARK"
+  mkdir -p "$KUBELET_ROOT" "$SIMDEV_STATE"
+  echo "$KUBELET_ROOT" > "$KUBELET_ROOT_MARK"
 }
 
 # Called when containerd is not running and no shim of ours is left (after a reboot, or

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,7 @@ def leftovers() -> list[str]:
         for line in lines_of("pgrep", "-af", pattern)
     ]
     roots = (cfg["SIMDEV_RUN"], f"{cfg['SIMDEV_STATE']}/containerd", "/var/lib/kubelet/pods")
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        target = line.split()[4]
-        if target.startswith(roots) or target.startswith("/run/netns/cni-"):
-            found.append(f"mount: {target}")
+    found += [f"mount: {target}" for target in mounts() if target.startswith(roots)]
     found += [
         f"route: {r}"
         for r in lines_of("ip", "route", "show", "type", "blackhole")
@@ -101,9 +99,30 @@ def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:
     local.kubectl("delete", "pod", "victim", "--wait=false", "--grace-period=0", "--force")
 
 
-def test_cluster_down_leaves_nothing_and_up_starts_again(local: Cluster) -> None:
+def mounts() -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+@pytest.fixture
+def decoys(tmp_path: Path) -> Iterator[list[Path]]:
+    """Things on the host that look like a cluster's but are someone else's."""
+    netns = Path("/run/netns") / f"cni-not-simdev-{os.getpid()}"
+    netns.parent.mkdir(exist_ok=True)
+    netns.touch()
+    subprocess.run(["mount", "--bind", "/dev/null", str(netns)], check=True)
+    yield [netns]
+    subprocess.run(["umount", str(netns)], check=False)
+    netns.unlink(missing_ok=True)
+
+
+def test_cluster_down_leaves_nothing_and_up_starts_again(
+    local: Cluster, decoys: list[Path]
+) -> None:
     make(REPO, "cluster-down", timeout=300)
     assert leftovers() == []
+    # Only what the cluster's own records name is removed.
+    for decoy in decoys:
+        assert decoy.exists() and str(decoy) in mounts(), decoy
     make(REPO, "cluster-up", timeout=300)
     local.wait_node_ready()
     run_busybox(local, "after-restart")
