@@ -9,9 +9,21 @@ packages=(
   openssl ca-certificates curl python3-venv
 )
 [ $# -eq 0 ] || packages=("$@")
+installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == *"install ok installed"* ]]; }
+# Docker's containerd.io ships containerd and runc too, and Debian's packages would replace
+# it: use what is there (the cluster runs its own containerd process and configuration).
+if installed containerd.io; then
+  kept=()
+  for p in "${packages[@]}"; do
+    case $p in containerd | runc) ;; *) kept+=("$p") ;; esac
+  done
+  packages=("${kept[@]}")
+  command -v containerd >/dev/null && command -v runc >/dev/null \
+    || { echo "install-deps: containerd.io is installed but containerd or runc is missing" >&2; exit 1; }
+fi
 missing=()
 for p in "${packages[@]}"; do
-  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ from clusterlib import Cluster, wait_for
 pytestmark = pytest.mark.e2e
 
 K8S_VERSION = "v1.34.4"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -77,3 +81,27 @@ def test_pods_get_no_route_out(cluster: Cluster, namespace: str) -> None:
     # The only DNS server a pod is told about is its own loopback.
     servers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
     assert servers == ["127.0.0.1"]
+
+
+def test_a_kubelet_root_in_use_elsewhere_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the cluster scripts need root")
+    foreign = tmp_path / "someone-elses-kubelet"
+    (foreign / "pods").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "KUBELET_ROOT": str(foreign),
+        "SIMDEV_STATE": str(tmp_path / "state"),
+        "SIMDEV_RUN": str(tmp_path / "run"),
+    }
+    out = subprocess.run(
+        ["bash", str(REPO / "cluster" / "up.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode != 0
+    assert f"{foreign} is in use by something else" in out.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["pods"]
+    assert not (tmp_path / "state").exists()
