@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 VBIN := $(VENV)/bin
 CLUSTER := cluster
-# Tests and scripts pick these up; KUBECONFIG overrides the local cluster.
-export KUBECTL ?= $(shell bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl')
+# Scripts run this kubectl: the local build's once it exists, else the one on PATH (a kind
+# cluster needs no local build). KUBECONFIG chooses the cluster.
+export KUBECTL ?= $(shell bash -c '. $(CLUSTER)/lib/common.sh; [ -x "$$BIN/kubectl" ] && echo "$$BIN/kubectl" || echo kubectl')
 
 .PHONY: help
 help: ## List the targets
@@ -77,7 +78,7 @@ cluster-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG'
 
 cluster-kubectl: ## Print the path of the kubectl that matches the cluster
-	@echo $(KUBECTL)
+	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl'
 
 ## ---- images -------------------------------------------------------------
 .PHONY: images cluster-load-images
