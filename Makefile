@@ -16,7 +16,9 @@ help: ## List the targets
 
 ## ---- set-up -------------------------------------------------------------
 .PHONY: setup deps venv
-setup: deps venv ## Install everything: Debian packages, Kubernetes binaries, Python venv
+setup: deps venv ## Install everything: Debian packages, Python venv, Kubernetes binaries (fetching Go if needed)
+# build-k8s.sh takes its go from cluster/go-toolchain.sh: the one on PATH when new enough,
+# else the official toolchain, fetched once into the cache for this build only.
 	@bash $(CLUSTER)/build-k8s.sh >/dev/null
 
 deps: ## Debian packages (containerd, runc, CNI plugins, etcd, buildah, ...)
