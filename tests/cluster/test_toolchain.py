@@ -58,7 +58,7 @@ def reported_version(go: str) -> str:
     out = subprocess.run(
         [go, "version"],
         cwd="/",
-        env={"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", "/root"), "GOTOOLCHAIN": "local"},
+        env={"PATH": SYSTEM_PATH, "GOTOOLCHAIN": "local"},
         check=True,
         text=True,
         capture_output=True,
