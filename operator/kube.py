@@ -101,14 +101,19 @@ def api_error(err: ApiException) -> str:
     return str(message or f"HTTP {err.status} {err.reason}")
 
 
-def load_api_client() -> client.ApiClient:
-    """In a pod, the service account (KUBERNETES_SERVICE_HOST may point at loopback);
-    elsewhere, the current kubeconfig context."""
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A kubeconfig file when one is named; else, in a pod, the service account
+    (KUBERNETES_SERVICE_HOST may point at loopback); elsewhere, the current kubeconfig context.
+
+    The file is named by tests: the kubernetes package reads KUBECONFIG once, at import.
+    """
     configuration = client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 

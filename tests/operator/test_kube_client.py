@@ -29,6 +29,7 @@ from simdev.operator.kube import (
     Kube,
     Ref,
     api_error,
+    load_api_client,
 )
 
 DS = Ref("apps/v1", "DaemonSet", "simdev-a", "plugins")
@@ -395,3 +396,24 @@ def test_discovery_is_cached_in_a_private_folder(
     make_kube(server).get(DS)
     assert server.count("/apis/apps/v1") == 2
     assert all(os.path.isdir(p) for p in tmp_path.iterdir())
+
+
+def test_a_named_kubeconfig_wins_even_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    api = load_api_client(str(kubeconfig))
+    assert api.configuration.host == "https://127.0.0.1:6443"
