@@ -2,18 +2,26 @@
 
 Requests and responses are plain dicts, like the builders' output. Objects are addressed by
 (apiVersion, kind, namespace, name); only the kinds listed in PLURALS are ever touched.
+
+It stands on the kubernetes package's public dynamic client, which finds each kind's REST
+path through API discovery, so that an upgrade of that package cannot break it the way calls
+into its generated code's internals could.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from simdev.operator.model import API_VERSION, KIND, MANAGER, PLURAL
 
@@ -93,64 +101,127 @@ def api_error(err: ApiException) -> str:
     return str(message or f"HTTP {err.status} {err.reason}")
 
 
-def load_api_client() -> client.ApiClient:
-    """In a pod, the service account (KUBERNETES_SERVICE_HOST may point at loopback);
-    elsewhere, the current kubeconfig context."""
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A kubeconfig file when one is named; else, in a pod, the service account
+    (KUBERNETES_SERVICE_HOST may point at loopback); elsewhere, the current kubeconfig context.
+
+    The file is named by tests: the kubernetes package reads KUBECONFIG once, at import.
+    """
     configuration = client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 
-class Kube:
-    """Blocking calls; the reconciler runs them in worker threads."""
+def _not_served(what: str) -> ApiException:
+    """The error the API server gives for a path it does not serve, for a kind that discovery
+    did not find: callers treat both alike (get gives None, delete gives False)."""
+    err = ApiException(status=404, reason="Not Found")
+    message = f"the server could not find the requested resource ({what})"
+    err.body = json.dumps({"kind": "Status", "status": "Failure", "message": message})
+    return err
 
-    def __init__(self, api: client.ApiClient, field_manager: str = MANAGER) -> None:
+
+def _decoded(response: Any) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of an unserialized response; errors were raised before."""
+    data = response.data
+    return int(response.status), json.loads(data) if data else {}
+
+
+class _TimedClient(DynamicClient):
+    """The dynamic client, with every request bounded in time.
+
+    Its discovery requests pass no timeout of their own; every request goes through this
+    one method, so the default set here bounds them as well.
+    """
+
+    def __init__(self, api: client.ApiClient, cache_file: str, timeout: float) -> None:
+        # Set first: the constructor already discovers.
+        self.request_timeout = timeout
+        super().__init__(api, cache_file=cache_file)  # type: ignore[no-untyped-call]
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", self.request_timeout)
+        return super().request(method, path, body, **params)
+
+
+class Kube:
+    """Blocking calls; the reconciler runs them in worker threads.
+
+    The dynamic client is built at the first call, and each kind is looked up in discovery
+    once and then kept. A kind discovery does not know (a CRD installed after the client was
+    built) makes the client discover again, so it is found from then on; until it exists,
+    each call on it costs that rediscovery and fails like a request for a missing resource,
+    with a 404.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str = MANAGER,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self._api = api
         self._field_manager = field_manager
+        self._timeout = timeout
+        # Worker threads share one client; discovery's cache is not safe to fill from two.
+        self._lock = threading.Lock()
+        self._client: DynamicClient | None = None
+        self._cache_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._resources: dict[tuple[str, str], Any] = {}
 
-    def _call(
-        self,
-        method: str,
-        url: str,
-        *,
-        query: Sequence[tuple[str, str]] = (),
-        body: Any = None,
-        content_type: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        headers = {"Accept": "application/json", **(headers or {})}
-        if content_type:
-            headers["Content-Type"] = content_type
-        request = self._api.param_serialize(
-            method=method,
-            resource_path=url,
-            query_params=list(query),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-        data = response.read()  # type: ignore[no-untyped-call]
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        return response.status, json.loads(data) if data else {}
+    def _dynamic(self) -> Any:
+        """The dynamic client; the caller holds the lock."""
+        if self._client is None:
+            # Discovery keeps its cache in a file, by default one in the shared temporary
+            # folder named after the server, which other processes read and write too. A
+            # private folder per client means no stale or foreign discovery is ever read.
+            self._cache_dir = tempfile.TemporaryDirectory(prefix="simdev-discovery-")
+            cache_file = os.path.join(self._cache_dir.name, "discovery.json")
+            self._client = _TimedClient(self._api, cache_file, self._timeout)
+        return self._client
+
+    def _resource(self, ref: Ref, subresource: str | None = None) -> Any:
+        """The dynamic client's resource (or subresource) for ref's kind, discovered once."""
+        path(ref, subresource)  # unmanaged kinds and scope mistakes fail before any request
+        key = (ref.api_version, ref.kind)
+        with self._lock:
+            resource = self._resources.get(key)
+            if resource is None:
+                # The prefix keeps a core kind's lookup from loading every group's "v1".
+                prefix = "apis" if "/" in ref.api_version else "api"
+                try:
+                    resource = self._dynamic().resources.get(
+                        prefix=prefix, api_version=ref.api_version, kind=ref.kind
+                    )
+                except ResourceNotFoundError as err:
+                    raise _not_served(f"{ref.kind} {ref.api_version}") from err
+                self._resources[key] = resource
+        if subresource is None:
+            return resource
+        found = resource.subresources.get(subresource)
+        if found is None:
+            raise _not_served(f"{ref.kind}/{subresource} {ref.api_version}")
+        return found
 
     def identities(self, collection: str) -> frozenset[tuple[str, str]]:
         """(name, uid) of every object at a collection path, as metadata only.
 
         Namespaced objects are named "namespace/name". Asking for PartialObjectMetadataList
-        keeps a list of every Pod small.
+        keeps a list of every Pod small. The path is requested as it is: a list needs no
+        discovery.
         """
-        _, data = self._call(
-            "GET",
-            collection,
-            headers={"Accept": PARTIAL_METADATA},
+        with self._lock:
+            dynamic = self._dynamic()
+        response = dynamic.request(
+            "get", collection, header_params={"Accept": PARTIAL_METADATA}, serialize=False
         )
         found = set()
-        for item in data.get("items") or ():
+        for item in _decoded(response)[1].get("items") or ():
             meta = item.get("metadata") or {}
             namespace = meta.get("namespace")
             name = f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
@@ -159,39 +230,51 @@ class Kube:
 
     def get(self, ref: Ref) -> dict[str, Any] | None:
         try:
-            return self._call("GET", path(ref))[1]
+            response = self._resource(ref).get(
+                name=ref.name, namespace=ref.namespace, serialize=False
+            )
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
+        return _decoded(response)[1]
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("POST", collection_path(Ref.of(obj)), body=dict(obj))[1]
+        ref = Ref.of(obj)
+        response = self._resource(ref).create(
+            body=dict(obj), namespace=ref.namespace, serialize=False
+        )
+        return _decoded(response)[1]
 
     def apply(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Server-side apply under the operator's field manager; True when it created.
 
         Forcing takes back fields another manager changed: the operator's spec wins.
         """
-        status, live = self._call(
-            "PATCH",
-            path(Ref.of(obj)),
-            query=[("fieldManager", self._field_manager), ("force", "true")],
+        ref = Ref.of(obj)
+        response = self._resource(ref).server_side_apply(
             body=dict(obj),
-            content_type=APPLY,
+            name=ref.name,
+            namespace=ref.namespace,
+            field_manager=self._field_manager,
+            force_conflicts=True,
+            serialize=False,
         )
+        status, live = _decoded(response)
         return live, status == 201
 
     def patch(
         self, ref: Ref, patch: Any, content_type: str, subresource: str | None = None
     ) -> dict[str, Any]:
-        return self._call(
-            "PATCH",
-            path(ref, subresource),
-            query=[("fieldManager", self._field_manager)],
+        response = self._resource(ref, subresource).patch(
             body=patch,
+            name=ref.name,
+            namespace=ref.namespace,
             content_type=content_type,
-        )[1]
+            field_manager=self._field_manager,
+            serialize=False,
+        )
+        return _decoded(response)[1]
 
     def delete(
         self,
@@ -212,7 +295,9 @@ class Kube:
         if resource_version:
             options["preconditions"] = {"resourceVersion": resource_version}
         try:
-            self._call("DELETE", path(ref), body=options, content_type="application/json")
+            self._resource(ref).delete(
+                name=ref.name, namespace=ref.namespace, body=options, serialize=False
+            )
         except ApiException as err:
             if err.status == 404:
                 return False

@@ -79,7 +79,8 @@ class FakeKube:
         elif content_type == JSON_PATCH:
             for op in patch:
                 if op["op"] == "test" and meta["resourceVersion"] != op["value"]:
-                    raise ApiException(status=409, reason="Conflict")
+                    # What the API server answers to a failed test operation.
+                    raise ApiException(status=422, reason="Unprocessable Entity")
                 if op["op"] == "replace":
                     assert op["path"] == "/metadata/ownerReferences"
                     meta["ownerReferences"] = op["value"]
