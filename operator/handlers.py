@@ -19,6 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Deployer
 from simdev.operator.kube import Kube, load_api_client
+from simdev.operator.metrics import DEFAULT_ENDPOINT as DEFAULT_METRICS_ENDPOINT
+from simdev.operator.metrics import ENDPOINT_ENV as METRICS_ENDPOINT_ENV
+from simdev.operator.metrics import OperatorMetrics
+from simdev.operator.metrics import serve as serve_metrics
 from simdev.operator.model import (
     GROUP,
     MANAGED_BY_LABEL,
@@ -89,7 +93,9 @@ def plugin_runtime(environ: Mapping[str, str]) -> PluginRuntime:
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
     runtime = plugin_runtime(os.environ)
-    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), runtime))
+    metrics = OperatorMetrics()
+    serve_metrics(metrics, os.environ.get(METRICS_ENDPOINT_ENV) or DEFAULT_METRICS_ENDPOINT)
+    memo["reconciler"] = Reconciler(Deployer(Kube(load_api_client()), runtime), metrics=metrics)
     logging.getLogger(__name__).info(
         "default plugin image: %s (image ID: %s); host network: %s",
         runtime.image,

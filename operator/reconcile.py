@@ -25,6 +25,7 @@ from simdev.operator.audit import Audit, Listed, Stale
 from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
+from simdev.operator.metrics import OperatorMetrics
 from simdev.operator.model import Device
 from simdev.operator.observed import (
     DeviceTotals,
@@ -85,8 +86,10 @@ class Reconciler:
         post_event: PostEvent = post_kopf_event,
         clock: Callable[[], str] = _now,
         epoch: Callable[[], float] = time.time,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self._deployer = deployer
+        self._metrics = metrics or OperatorMetrics()
         self._post_event = post_event
         self._clock = clock
         self._epoch = epoch
@@ -120,6 +123,19 @@ class Reconciler:
 
     async def reconcile(self, name: str, observe: Observe) -> None:
         """Converges one SimulatedDevice; raises kopf.TemporaryError when it must be retried."""
+        began = time.monotonic()
+        result = "error"
+        try:
+            await self._reconcile(name, observe)
+            result = "ok"
+        except Raced:
+            result = "raced"
+            raise
+        finally:
+            self._metrics.reconciles.labels(result=result).inc()
+            self._metrics.reconcile_seconds.observe(time.monotonic() - began)
+
+    async def _reconcile(self, name: str, observe: Observe) -> None:
         async with self._lock(name):
             world = self.view(observe)
             device = world.devices.get(name)
@@ -141,10 +157,21 @@ class Reconciler:
                     # Not a failure worth a status or an Event: read again and retry.
                     raise Raced(f"a concurrent change won: {api_error(err)}", delay=1) from err
                 error = api_error(err)
-            except (RetryLater, urllib3.exceptions.HTTPError) as err:
+                self._metrics.errors.labels(reason=f"http-{err.status}").inc()
+            except RetryLater as err:
                 error = str(err)
+                self._metrics.errors.labels(reason="waiting").inc()
+            except urllib3.exceptions.HTTPError as err:
+                error = str(err)
+                self._metrics.errors.labels(reason="connection").inc()
 
             world = self.view(observe)  # node counts may have moved while the steps ran
+            self._metrics.set_managed(
+                {
+                    "SimulatedDevice": len(world.devices),
+                    "DaemonSet": sum(len(d) for d in world.daemon_sets.values()),
+                }
+            )
             daemon_set = outcome.daemon_set
             if daemon_set is None and conflict is None:
                 daemon_set = world.daemon_set_in(device, device.spec.namespace)
@@ -202,6 +229,7 @@ class Reconciler:
         except ApiException as err:
             if err.status == 404:  # deleted meanwhile: nothing left to report on
                 return
+            self._metrics.errors.labels(reason="status-write").inc()
             raise kopf.TemporaryError(f"status update failed: {api_error(err)}", delay=1) from err
         self._written[device.uid] = status
 
