@@ -328,3 +328,33 @@ def test_audit_hides_index_entries_of_deleted_objects(
     again = device("b", created="2030-01-01T00:00:03Z", uid="uid-b2")
     world = World(devices={"a": a, "b": again})
     assert set(harness.reconciler.view(lambda: world).devices) == {"a", "b"}
+
+
+def test_metrics_count_reconciles_errors_and_managed_objects(device: DeviceFactory) -> None:
+    from simdev.operator.metrics import OperatorMetrics, parse_endpoint
+
+    harness = Harness()
+    metrics = OperatorMetrics()
+    harness.reconciler = Reconciler(
+        harness.deployer,  # type: ignore[arg-type]
+        post_event=lambda d, e: None,
+        clock=lambda: NOW,
+        metrics=metrics,
+    )
+    harness.world = World(devices={"a": device("a"), "b": device("b", resourceName="x.io/b")})
+    harness.run("a")
+    harness.deployer.failure = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(kopf.TemporaryError):
+        harness.run("b")
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert value("simdev_operator_reconciles_total", result="ok") == 1
+    assert value("simdev_operator_reconciles_total", result="error") == 1
+    assert value("simdev_operator_reconcile_errors_total", reason="http-403") == 1
+    assert value("simdev_operator_reconcile_duration_seconds_count") == 2
+    assert value("simdev_operator_managed_objects", kind="SimulatedDevice") == 2
+    assert parse_endpoint("http://127.0.0.1:8090/metrics") == ("127.0.0.1", 8090)
+    with pytest.raises(ValueError, match="SIMDEV_METRICS_ENDPOINT"):
+        parse_endpoint("127.0.0.1:8090")
