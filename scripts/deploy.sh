@@ -40,6 +40,21 @@ say "applying the CRD, the operator, its admission policies and roles (manifests
 kc apply -k "$repo/manifests/overlays/$overlay"
 kc wait --for=condition=Established "crd/$CRD" --timeout=60s >/dev/null
 
+# The admission policy reads its lists through an informer: for a moment after they are
+# created it refuses every SimulatedDevice ("no params found"). Wait until a dry run of a
+# plain one passes, so nothing created right after deploy is refused.
+probe='{"apiVersion":"simdev.io/v1alpha1","kind":"SimulatedDevice","metadata":{"name":"simdev-deploy-probe"}}'
+admitted=
+for _ in $(seq 60); do
+  if out=$(kc create --dry-run=server -f - <<<"$probe" 2>&1); then
+    admitted=1
+    break
+  fi
+  [[ $out == *"no params found"* ]] || die "a plain SimulatedDevice is refused: $out"
+  sleep 1
+done
+[ -n "$admitted" ] || die "the admission policy found no parameters within 60s: $out"
+
 # The image tags never change, so a rebuilt image would not replace the running one.
 # Stamping the built operator image's ID on the pod template rolls the operator exactly when
 # its image changed; handing the plugin image's ID to the operator (which puts it on the
