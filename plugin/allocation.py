@@ -132,31 +132,3 @@ def plan_allocation(
             )
         )
     return plans
-
-
-def preferred_allocation(
-    snapshot: Snapshot, available: Sequence[str], must_include: Sequence[str], size: int
-) -> list[str]:
-    """The devices we would pick: must_include first, then the best of the rest.
-
-    "Best" is healthy before unhealthy, then on a NUMA node already used by the
-    must-include devices, then lowest index. IDs we do not know come last, in the
-    kubelet's order, because the kubelet may know better than a restarted plugin.
-    """
-    chosen = list(dict.fromkeys(must_include))
-    if len(chosen) >= size:
-        return chosen
-    numa = {d.numa_node for i in chosen if (d := snapshot.get(i)) and d.numa_node is not None}
-    picked = set(chosen)
-    candidates = [i for i in dict.fromkeys(available) if i not in picked]
-
-    def rank(pos_and_id: tuple[int, str]) -> tuple[int, int, int, int]:
-        pos, device_id = pos_and_id
-        d = snapshot.get(device_id)
-        if d is None:
-            return (2, 0, 0, pos)
-        far = 1 if numa and d.numa_node not in numa else 0
-        return (0 if d.healthy else 1, far, d.index, pos)
-
-    ranked = [i for _, i in sorted(enumerate(candidates), key=rank)]
-    return chosen + ranked[: size - len(chosen)]

@@ -22,12 +22,12 @@ from simdev.plugin.allocation import (
     ContainerAllocation,
     Failure,
     plan_allocation,
-    preferred_allocation,
 )
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 from simdev.plugin.devices import Device, DeviceModel, Snapshot
 from simdev.plugin.faults import ALLOCATE_DELAY, Fault
+from simdev.plugin.policies import preferred_allocation
 
 log = logging.getLogger("simdev.plugin")
 

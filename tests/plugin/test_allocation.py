@@ -1,4 +1,4 @@
-"""Allocation planning and preferred allocation (pure functions)."""
+"""Allocation planning (pure functions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from simdev.plugin.allocation import (
     DeviceNode,
     Failure,
     plan_allocation,
-    preferred_allocation,
 )
-from simdev.plugin.devices import Device, DeviceModel, Snapshot, make_devices
+from simdev.plugin.devices import DeviceModel, Snapshot, make_devices
 
 ALL = AllocationSettings(
     env_prefix="SIMPLE_DEVICE",
@@ -99,38 +98,3 @@ def test_duplicate_id_in_one_container_is_invalid() -> None:
         plan_allocation(snapshot(), [["sd-n-0", "sd-n-0"]], ALL)
     assert err.value.failure is Failure.INVALID_ARGUMENT
     assert '"sd-n-0"' in err.value.message
-
-
-def ids(*indexes: int) -> list[str]:
-    return [f"sd-n-{i}" for i in indexes]
-
-
-def test_preferred_takes_lowest_indexes() -> None:
-    assert preferred_allocation(snapshot(), ids(3, 1, 2, 0), [], 2) == ids(0, 1)
-
-
-def test_preferred_honours_must_include_first() -> None:
-    assert preferred_allocation(snapshot(), ids(0, 1, 2, 3), ids(3), 2) == ids(3, 0)
-    # More must-include devices than asked for: they are all kept.
-    assert preferred_allocation(snapshot(), ids(0, 1, 2), ids(2, 1), 1) == ids(2, 1)
-
-
-def test_preferred_puts_unhealthy_last() -> None:
-    snap = snapshot(unhealthy=(0, 1))
-    assert preferred_allocation(snap, ids(0, 1, 2, 3), [], 3) == ids(2, 3, 0)
-
-
-def test_preferred_puts_unknown_ids_last_in_kubelet_order() -> None:
-    got = preferred_allocation(snapshot(2), ["x-9", "sd-n-1", "x-1"], [], 3)
-    assert got == ["sd-n-1", "x-9", "x-1"]
-
-
-def test_preferred_returns_what_exists_when_short() -> None:
-    assert preferred_allocation(snapshot(), ids(2), [], 3) == ids(2)
-
-
-def test_preferred_keeps_numa_nodes_together() -> None:
-    devices = [Device(i, f"sd-n-{i}", numa_node=i % 2) for i in range(6)]
-    snap = DeviceModel(devices).snapshot()
-    # must-include device 3 is on NUMA node 1, so 1 and 5 beat the lower 0, 2, 4.
-    assert preferred_allocation(snap, ids(0, 1, 2, 3, 4, 5), ids(3), 3) == ids(3, 1, 5)
