@@ -98,3 +98,61 @@ def test_duplicate_id_in_one_container_is_invalid() -> None:
         plan_allocation(snapshot(), [["sd-n-0", "sd-n-0"]], ALL)
     assert err.value.failure is Failure.INVALID_ARGUMENT
     assert '"sd-n-0"' in err.value.message
+
+
+def test_numa_nodes_of_the_devices_are_listed_once() -> None:
+    snap = DeviceModel(make_devices("sd", "n", 6, numa_nodes=3)).snapshot()  # 2 per node
+    (plan,) = plan_allocation(snap, [["sd-n-5", "sd-n-0", "sd-n-1"]], ALL)
+    assert plan.envs["SIMPLE_DEVICE_NUMA_NODES"] == "0,2"
+    (plan,) = plan_allocation(snapshot(), [["sd-n-0"]], ALL)
+    assert "SIMPLE_DEVICE_NUMA_NODES" not in plan.envs  # no topology
+
+
+def shared(count: int = 3, replicas: int = 3) -> Snapshot:
+    return DeviceModel(make_devices("sd", "n", count, replicas=replicas)).snapshot()
+
+
+def test_replicas_map_back_to_physical_devices() -> None:
+    request = ["sd-n-2::0", "sd-n-0::1", "sd-n-0::2"]
+    (plan,) = plan_allocation(shared(), [request], ALL)
+    assert plan.device_ids == ("sd-n-0::1", "sd-n-0::2", "sd-n-2::0")
+    assert plan.envs == {
+        "SIMPLE_DEVICE_0": "/dev/simple-device-0",
+        "SIMPLE_DEVICE_2": "/dev/simple-device-2",
+        "SIMPLE_DEVICE_VISIBLE_DEVICES": "sd-n-0,sd-n-2",
+        "SIMPLE_DEVICE_REPLICAS": "sd-n-0=2,sd-n-2=1",
+    }
+    assert [n.path for n in plan.device_nodes] == ["/dev/simple-device-0", "/dev/simple-device-2"]
+    assert plan.annotations == {
+        "simdev.io/simple-device-0": "sd-n-0",
+        "simdev.io/simple-device-2": "sd-n-2",
+    }
+
+
+def test_replicas_of_an_unhealthy_device_are_refused() -> None:
+    model = DeviceModel(make_devices("sd", "n", 2, unhealthy={1: "fault x"}, replicas=2))
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(model.snapshot(), [["sd-n-0::0", "sd-n-1::1"]], ALL)
+    assert err.value.failure is Failure.FAILED_PRECONDITION
+    assert err.value.message == 'device(s) not healthy: "sd-n-1::1" (fault x)'
+
+
+ONE_ONLY = AllocationSettings(env_prefix="X", fail_requests_greater_than_one=True)
+
+
+def test_fail_requests_greater_than_one_refuses_two_replicas() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(shared(), [["sd-n-0::0"], ["sd-n-0::1", "sd-n-1::0"]], ONE_ONLY)
+    assert err.value.failure is Failure.INVALID_ARGUMENT
+    assert err.value.message == (
+        "container request 1 asks for 2 replicas of shared devices; "
+        "failRequestsGreaterThanOne allows 1 per container"
+    )
+    (plan,) = plan_allocation(shared(), [["sd-n-1::2"]], ONE_ONLY)
+    assert plan.envs["X_REPLICAS"] == "sd-n-1=1"
+
+
+def test_fail_requests_greater_than_one_needs_sharing() -> None:
+    (plan,) = plan_allocation(snapshot(), [["sd-n-0", "sd-n-1"]], ONE_ONLY)
+    assert plan.device_ids == ("sd-n-0", "sd-n-1")
+    assert "X_REPLICAS" not in plan.envs
