@@ -143,7 +143,7 @@ class Supervisor:
                 )
                 # Registering again happens on the next tick: the kubelet drops the old
                 # connection when its stream ends, and must not take the new one with it.
-                self._fresh_socket(kubelet)
+                self._fresh_socket()
             return
         if self._registered_for is not None and self._served_for != kubelet:
             log.warning(
