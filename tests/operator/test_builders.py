@@ -313,3 +313,18 @@ def test_an_unknown_image_id_adds_no_annotation(device: DeviceFactory) -> None:
         builders.daemon_set(device(), PluginRuntime(IMAGE, "")),
     ):
         assert set(_annotations(ds)) == {CONFIG_HASH_ANNOTATION}
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+
+
+def test_every_sample_makes_a_config_the_plugin_accepts(tmp_path: Path) -> None:
+    for sample in sorted(SAMPLES.glob("*.yaml")):
+        body = yaml.safe_load(sample.read_text())
+        if body["kind"] != "SimulatedDevice":
+            continue
+        f = tmp_path / f"{sample.stem}.yaml"
+        f.write_text(builders.render_config(Device.from_body(body)))
+        load({"NODE_NAME": "node-a"}, f)
+    numa = Device.from_body(yaml.safe_load((SAMPLES / "simulateddevice-numa-gpu.yaml").read_text()))
+    assert (numa.spec.numa_nodes, numa.spec.advertised_devices) == (2, 24)
