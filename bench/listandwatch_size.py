@@ -1,9 +1,11 @@
-"""Bytes per device in a ListAndWatch message, to bound the number of devices.
+"""Bytes per device in a ListAndWatch message, to bound numberDevices * replicas.
 
 The kubelet receives every device list in one gRPC message and refuses messages over
 4 MiB (the gRPC default it keeps). This measures the serialized size of the plugin's
-real ListAndWatchResponse for a few name lengths and device counts, and finds the
-largest count that still fits, so the operator can cap numberDevices.
+real ListAndWatchResponse for a few name lengths, with and without NUMA topology and
+Unhealthy devices, and for several ways of splitting the advertised devices into
+physical devices * replicas (replica IDs carry a ``::<replica>`` suffix). For each it
+finds the largest count that still fits, so the plugin and the CRD can cap the product.
 
 Run from the repo root: python bench/listandwatch_size.py [--out bench-results]
 Writes <out>/listandwatch_size.json and prints a summary.
@@ -15,15 +17,13 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simdev.plugin.config import MAX_DEVICES
-from simdev.plugin.devices import Device, DeviceModel, device_id
+from simdev.plugin.devices import DeviceModel, make_devices
+from simdev.plugin.limits import KUBELET_MESSAGE_LIMIT, MAX_DEVICES, MAX_NUMA_NODES
 from simdev.plugin.service import list_response
-
-KUBELET_LIMIT = 4 * 1024 * 1024
-COUNTS = (1, 10, 100, 1000, MAX_DEVICES)
 
 # Longest DNS subdomain: four labels, 253 characters in all.
 NODE_253 = ".".join(["n" * 63] * 3 + ["n" * 61])
@@ -35,35 +35,41 @@ SCENARIOS = {
     # Worst case the settings allow: 63-character ID prefix, 253-character node name.
     "worst": ("p" * 63, NODE_253),
 }
+# Replicas per physical device; MAX_DEVICES // replicas physical devices each.
+REPLICAS = (1, 2, 10, 100, 1000, MAX_DEVICES)
+# The highest NUMA node ID: node 0 is proto3's default and costs two bytes less.
+WORST_NUMA_NODE = MAX_NUMA_NODES - 1
 
 
-def message_size(prefix: str, node: str, count: int, worst_fields: bool) -> int:
-    """Serialized size of the plugin's device list for count devices."""
-    devices = [
-        Device(
-            index=i,
-            id=device_id(prefix, node, i),
-            # "Unhealthy" is the longer health string; a NUMA node adds the topology.
-            healthy=not worst_fields,
-            numa_node=1 if worst_fields else None,
-        )
-        for i in range(count)
-    ]
+def message_size(prefix: str, node: str, total: int, replicas: int, worst_fields: bool) -> int:
+    """Serialized size of the plugin's device list for total devices in replicas."""
+    count = -(-total // replicas)
+    devices = make_devices(
+        prefix,
+        node,
+        count,
+        # "Unhealthy" is the longer health string; a NUMA node adds the topology.
+        unhealthy={i: "bench" for i in range(count)} if worst_fields else None,
+        replicas=replicas,
+    )[:total]
+    if worst_fields:
+        devices = [replace(d, numa_node=WORST_NUMA_NODE) for d in devices]
     size: int = list_response(DeviceModel(devices).snapshot()).ByteSize()
     return size
 
 
-def max_fitting(prefix: str, node: str, worst_fields: bool) -> int:
+def max_fitting(prefix: str, node: str, replicas: int, worst_fields: bool) -> int:
     """Largest device count whose list fits in one kubelet message (binary search)."""
+
+    def fits(total: int) -> bool:
+        return message_size(prefix, node, total, replicas, worst_fields) <= KUBELET_MESSAGE_LIMIT
+
     low, high = 0, 1
-    while message_size(prefix, node, high, worst_fields) <= KUBELET_LIMIT:
+    while fits(high):
         low, high = high, high * 2
     while high - low > 1:
         mid = (low + high) // 2
-        if message_size(prefix, node, mid, worst_fields) <= KUBELET_LIMIT:
-            low = mid
-        else:
-            high = mid
+        low, high = (mid, high) if fits(mid) else (low, mid)
     return low
 
 
@@ -71,17 +77,19 @@ def measure() -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, (prefix, node) in SCENARIOS.items():
         for worst_fields in (False, True):
-            key = f"{name}/{'unhealthy+numa' if worst_fields else 'healthy'}"
-            sizes = {n: message_size(prefix, node, n, worst_fields) for n in COUNTS}
-            results[key] = {
-                "id_prefix_chars": len(prefix),
-                "node_name_chars": len(node),
-                "example_id_chars": len(device_id(prefix, node, MAX_DEVICES - 1)),
-                "message_bytes": sizes,
-                "bytes_per_device_at_max": round(sizes[MAX_DEVICES] / MAX_DEVICES, 1),
-                "max_devices_in_4MiB": max_fitting(prefix, node, worst_fields),
-                "share_of_limit_at_max": round(sizes[MAX_DEVICES] / KUBELET_LIMIT, 3),
-            }
+            for replicas in REPLICAS if name == "worst" else (1,):
+                fields = "unhealthy+numa" if worst_fields else "healthy"
+                key = f"{name}/{fields}/replicas={replicas}"
+                size = message_size(prefix, node, MAX_DEVICES, replicas, worst_fields)
+                results[key] = {
+                    "id_prefix_chars": len(prefix),
+                    "node_name_chars": len(node),
+                    "replicas": replicas,
+                    "message_bytes_at_max": size,
+                    "bytes_per_device_at_max": round(size / MAX_DEVICES, 1),
+                    "max_devices_in_4MiB": max_fitting(prefix, node, replicas, worst_fields),
+                    "share_of_limit_at_max": round(size / KUBELET_MESSAGE_LIMIT, 3),
+                }
     return results
 
 
@@ -91,10 +99,13 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     results = measure()
+    worst = min(results.values(), key=lambda r: r["max_devices_in_4MiB"])
     report = {
         "benchmark": "listandwatch_size",
-        "kubelet_limit_bytes": KUBELET_LIMIT,
+        "kubelet_limit_bytes": KUBELET_MESSAGE_LIMIT,
         "plugin_max_devices": MAX_DEVICES,
+        "worst_bytes_per_device": worst["bytes_per_device_at_max"],
+        "worst_max_devices_in_4MiB": worst["max_devices_in_4MiB"],
         "python": platform.python_version(),
         "seconds": round(time.monotonic() - started, 2),
         "scenarios": results,
@@ -102,12 +113,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "listandwatch_size.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'scenario':32} {'B/device':>9} {'bytes@' + str(MAX_DEVICES):>13} {'max in 4MiB':>12}")
+    at_max = f"bytes@{MAX_DEVICES}"
+    print(f"{'scenario':42} {'B/device':>9} {at_max:>13} {'share':>6} {'max in 4MiB':>12}")
     for key, r in results.items():
         print(
-            f"{key:32} {r['bytes_per_device_at_max']:>9} "
-            f"{r['message_bytes'][MAX_DEVICES]:>13} {r['max_devices_in_4MiB']:>12}"
+            f"{key:42} {r['bytes_per_device_at_max']:>9} {r['message_bytes_at_max']:>13} "
+            f"{r['share_of_limit_at_max']:>6} {r['max_devices_in_4MiB']:>12}"
         )
+    print(
+        f"worst case: {worst['bytes_per_device_at_max']} B/device, "
+        f"{worst['max_devices_in_4MiB']} devices fit; the limit is {MAX_DEVICES}"
+    )
     print(f"wrote {path}")
     return 0
 

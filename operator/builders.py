@@ -183,7 +183,7 @@ def plugin_config(device: Device) -> dict[str, Any]:
     with, and what it keeps when the API server cannot be reached.
     """
     spec = device.spec
-    return {
+    config: dict[str, Any] = {
         "resourceName": spec.resource_name,
         "pluginName": spec.plugin_name,
         "numberDevices": spec.number_devices,
@@ -194,7 +194,17 @@ def plugin_config(device: Device) -> dict[str, Any]:
         "devicePluginDir": DEVICE_PLUGIN_DIR,
         "simulatedDevice": device.name,
         "faults": [dict(f) for f in spec.faults],
+        "allocationPolicy": spec.allocation_policy,
+        "sharing": {
+            "replicas": spec.sharing_replicas,
+            "policy": spec.sharing_policy,
+            "failRequestsGreaterThanOne": spec.fail_requests_greater_than_one,
+        },
     }
+    # Absent means no topology, to the plugin as in the SimulatedDevice.
+    if spec.numa_nodes is not None:
+        config["topology"] = {"numaNodes": spec.numa_nodes}
+    return config
 
 
 def render_config(device: Device) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from simdev.plugin.limits import MAX_DEVICES
+
 GROUP = "simdev.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -22,9 +24,12 @@ DEFAULT_NAMESPACE = "simple-device-plugin"
 DEFAULT_RESOURCE_NAME = "example.com/simple-device"
 DEFAULT_NUMBER_DEVICES = 2
 DEFAULT_DEVICE_ID_PREFIX = "simple-device"
-# One ListAndWatch message lists every device of a node and must stay under the kubelet's
-# 4 MiB gRPC limit; docs/operator.md shows the arithmetic behind this bound.
-MAX_NUMBER_DEVICES = 4096
+DEFAULT_ALLOCATION_POLICY = "Packed"
+DEFAULT_SHARING_REPLICAS = 1
+DEFAULT_SHARING_POLICY = "Spread"
+# One ListAndWatch message lists every device of a node (numberDevices * replicas) and must
+# stay under the kubelet's 4 MiB gRPC limit: the plugin's own bound, which the CRD repeats.
+MAX_NUMBER_DEVICES = MAX_DEVICES
 
 MANAGER = "simdev-operator"
 FINALIZER = "simdev.io/finalizer"
@@ -56,6 +61,17 @@ class DeviceSpec:
     image: str | None
     # spec.faults as written (the plugin parses them too); validated by the API server.
     faults: tuple[Mapping[str, Any], ...] = ()
+    # spec.topology.numaNodes; None: no topology.
+    numa_nodes: int | None = None
+    allocation_policy: str = DEFAULT_ALLOCATION_POLICY
+    sharing_replicas: int = DEFAULT_SHARING_REPLICAS
+    sharing_policy: str = DEFAULT_SHARING_POLICY
+    fail_requests_greater_than_one: bool = False
+
+    @property
+    def advertised_devices(self) -> int:
+        """What each node offers: every device once per replica."""
+        return self.number_devices * self.sharing_replicas
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,8 @@ class Device:
     def from_body(cls, body: Mapping[str, Any]) -> Device:
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
+        topology = spec.get("topology") or {}
+        sharing = spec.get("sharing") or {}
         name = str(meta["name"])
         return cls(
             name=name,
@@ -96,6 +114,13 @@ class Device:
                 tolerations=tuple(spec.get("tolerations") or ()),
                 image=spec.get("image") or None,
                 faults=tuple(spec.get("faults") or ()),
+                numa_nodes=(
+                    None if topology.get("numaNodes") is None else int(topology["numaNodes"])
+                ),
+                allocation_policy=str(spec.get("allocationPolicy") or DEFAULT_ALLOCATION_POLICY),
+                sharing_replicas=_int_or(sharing.get("replicas"), DEFAULT_SHARING_REPLICAS),
+                sharing_policy=str(sharing.get("policy") or DEFAULT_SHARING_POLICY),
+                fail_requests_greater_than_one=bool(sharing.get("failRequestsGreaterThanOne")),
             ),
             status=dict(body.get("status") or {}),
         )

@@ -92,6 +92,8 @@ def node_rows(
     """One row per node that runs this simulation or still reports its resource."""
     resource = device.spec.resource_name
     count = device.spec.number_devices
+    # Faults act on physical devices; a node advertises each of them once per replica.
+    replicas = device.spec.sharing_replicas
     faults = faults_of(device)
     rows = []
     for node in nodes:
@@ -114,8 +116,10 @@ def node_rows(
                 capacity=node.capacity.get(resource, 0),
                 allocatable=node.allocatable.get(resource, 0),
                 allocated=allocated.get(node.name, 0),
-                expected_capacity=count if selected else 0,
-                expected_allocatable=0 if down or not selected else count - len(broken),
+                expected_capacity=count * replicas if selected else 0,
+                expected_allocatable=(
+                    0 if down or not selected else (count - len(broken)) * replicas
+                ),
                 active_faults=tuple(f.name for f in active),
             )
         )

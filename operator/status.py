@@ -62,17 +62,19 @@ def judge(
         return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
     # Devices that active faults take away on purpose are expected to be missing.
     held_back = sum(r.expected_capacity - r.expected_allocatable for r in rows)
-    expected = device.spec.number_devices * daemon_set.desired - held_back
+    # With sharing a node offers every device once per replica.
+    per_node = device.spec.advertised_devices
+    expected = per_node * daemon_set.desired - held_back
     if totals.allocatable != expected:
         msg = (
             f"nodes offer {totals.allocatable} {resource}, expected {expected} "
-            f"({device.spec.number_devices} on each of {daemon_set.desired} nodes"
+            f"({per_node} on each of {daemon_set.desired} nodes"
             + (f", {held_back} held back by faults" if held_back else "")
             + "); waiting for the kubelet to report them"
         )
         return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
     nodes = "1 node offers" if daemon_set.desired == 1 else f"{daemon_set.desired} nodes offer"
-    msg = f"{nodes} {device.spec.number_devices} {resource} each"
+    msg = f"{nodes} {per_node} {resource} each"
     if held_back:
         msg += f"; faults hold back {held_back}"
     return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")

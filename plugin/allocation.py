@@ -1,7 +1,9 @@
 """Allocation decisions for the simulated devices, as pure functions of a snapshot.
 
 ``plan_allocation`` checks the whole request before anything is built, so a refused
-request leaves nothing behind; the caller creates device files only from a plan.
+request leaves nothing behind. With sharing the kubelet hands out replicas; a container
+gets each physical device once (its file, env var and annotation) and is told in
+``<ENV_PREFIX>_REPLICAS`` how many replicas of it it holds.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from simdev.plugin.devices import Device, Snapshot
+from simdev.plugin.policies import AllocationPolicy, SharingPolicy
 
 
 class Failure(enum.Enum):
@@ -30,11 +33,15 @@ class AllocationError(Exception):
 
 @dataclass(frozen=True)
 class AllocationSettings:
-    """What an allocation exposes; an empty prefix turns that part off."""
+    """What an allocation exposes (an empty prefix turns that part off) and how it chooses."""
 
     env_prefix: str = ""
     device_file_prefix: str = ""
     annotation_prefix: str = ""
+    policy: AllocationPolicy = AllocationPolicy.PACKED
+    sharing_policy: SharingPolicy = SharingPolicy.SPREAD
+    # Refuse a container more than one replica of shared devices (not without sharing).
+    fail_requests_greater_than_one: bool = False
 
 
 # Every simulated device file is the host's /dev/null under the device's own name in the
@@ -62,6 +69,21 @@ class ContainerAllocation:
 
 def _quoted(ids: Iterable[str]) -> str:
     return ", ".join(f'"{i}"' for i in ids)
+
+
+def _check_sizes(
+    snapshot: Snapshot, requests: Sequence[Sequence[str]], settings: AllocationSettings
+) -> None:
+    if not settings.fail_requests_greater_than_one:
+        return
+    for n, ids in enumerate(requests):
+        shared = any((d := snapshot.get(i)) is not None and d.replica is not None for i in ids)
+        if shared and len(ids) > 1:
+            raise AllocationError(
+                Failure.INVALID_ARGUMENT,
+                f"container request {n} asks for {len(ids)} replicas of shared devices; "
+                "failRequestsGreaterThanOne allows 1 per container",
+            )
 
 
 def _check(snapshot: Snapshot, requests: Sequence[Sequence[str]]) -> list[list[Device]]:
@@ -102,61 +124,48 @@ def plan_allocation(
 ) -> list[ContainerAllocation]:
     """One allocation per container request, in order; raises AllocationError.
 
-    Every ID of every container is checked first: unknown IDs win over unhealthy ones
-    and the error lists all offending IDs.
+    Every ID of every container is checked first: a container over the one-replica limit
+    (failRequestsGreaterThanOne) wins over unknown IDs, unknown over unhealthy ones, and
+    the error lists all offending IDs.
     """
-    plans: list[ContainerAllocation] = []
-    for devices in _check(snapshot, requests):
-        devices = sorted(devices, key=lambda d: d.index)
-        envs: dict[str, str] = {}
-        nodes: list[DeviceNode] = []
-        annotations: dict[str, str] = {}
-        for d in devices:
-            if settings.device_file_prefix:
-                container_path = f"/dev/{settings.device_file_prefix}-{d.index}"
-                nodes.append(DeviceNode(path=container_path))
-            else:
-                container_path = f"/dev/{d.index}"
-            if settings.env_prefix:
-                envs[f"{settings.env_prefix}_{d.index}"] = container_path
-            if settings.annotation_prefix:
-                annotations[f"{settings.annotation_prefix}-{d.index}"] = d.id
+    _check_sizes(snapshot, requests, settings)
+    return [_plan(devices, settings) for devices in _check(snapshot, requests)]
+
+
+def _plan(granted: Sequence[Device], settings: AllocationSettings) -> ContainerAllocation:
+    granted = sorted(granted, key=lambda d: (d.index, d.replica or 0))
+    # Replicas map back to their physical device, which the container gets once.
+    physical: dict[int, Device] = {}
+    held: dict[int, int] = {}
+    for d in granted:
+        physical.setdefault(d.index, d)
+        held[d.index] = held.get(d.index, 0) + 1
+    envs: dict[str, str] = {}
+    nodes: list[DeviceNode] = []
+    annotations: dict[str, str] = {}
+    for index, d in physical.items():
+        if settings.device_file_prefix:
+            container_path = f"/dev/{settings.device_file_prefix}-{index}"
+            nodes.append(DeviceNode(path=container_path))
+        else:
+            container_path = f"/dev/{index}"
         if settings.env_prefix:
-            envs[f"{settings.env_prefix}_VISIBLE_DEVICES"] = ",".join(d.id for d in devices)
-        plans.append(
-            ContainerAllocation(
-                device_ids=tuple(d.id for d in devices),
-                envs=envs,
-                device_nodes=tuple(nodes),
-                annotations=annotations,
+            envs[f"{settings.env_prefix}_{index}"] = container_path
+        if settings.annotation_prefix:
+            annotations[f"{settings.annotation_prefix}-{index}"] = d.physical_id
+    if settings.env_prefix:
+        prefix = settings.env_prefix
+        envs[f"{prefix}_VISIBLE_DEVICES"] = ",".join(d.physical_id for d in physical.values())
+        numa = sorted({d.numa_node for d in physical.values() if d.numa_node is not None})
+        if numa:
+            envs[f"{prefix}_NUMA_NODES"] = ",".join(str(n) for n in numa)
+        if any(d.replica is not None for d in granted):
+            envs[f"{prefix}_REPLICAS"] = ",".join(
+                f"{d.physical_id}={held[i]}" for i, d in physical.items()
             )
-        )
-    return plans
-
-
-def preferred_allocation(
-    snapshot: Snapshot, available: Sequence[str], must_include: Sequence[str], size: int
-) -> list[str]:
-    """The devices we would pick: must_include first, then the best of the rest.
-
-    "Best" is healthy before unhealthy, then on a NUMA node already used by the
-    must-include devices, then lowest index. IDs we do not know come last, in the
-    kubelet's order, because the kubelet may know better than a restarted plugin.
-    """
-    chosen = list(dict.fromkeys(must_include))
-    if len(chosen) >= size:
-        return chosen
-    numa = {d.numa_node for i in chosen if (d := snapshot.get(i)) and d.numa_node is not None}
-    picked = set(chosen)
-    candidates = [i for i in dict.fromkeys(available) if i not in picked]
-
-    def rank(pos_and_id: tuple[int, str]) -> tuple[int, int, int, int]:
-        pos, device_id = pos_and_id
-        d = snapshot.get(device_id)
-        if d is None:
-            return (2, 0, 0, pos)
-        far = 1 if numa and d.numa_node not in numa else 0
-        return (0 if d.healthy else 1, far, d.index, pos)
-
-    ranked = [i for _, i in sorted(enumerate(candidates), key=rank)]
-    return chosen + ranked[: size - len(chosen)]
+    return ContainerAllocation(
+        device_ids=tuple(d.id for d in granted),
+        envs=envs,
+        device_nodes=tuple(nodes),
+        annotations=annotations,
+    )

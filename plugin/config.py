@@ -7,6 +7,7 @@ stops the plugin at start with one line naming the variable instead of failing l
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -17,12 +18,8 @@ from typing import Any
 import yaml
 
 from simdev.plugin.faults import Fault, FaultError, parse_faults
-
-# One ListAndWatch message carries every device and the kubelet refuses messages
-# over 4 MiB. With the longest IDs the names allow (63-char prefix, 253-char node
-# name) a device takes about 350 bytes on the wire, so 10000 devices stay near
-# 3.5 MB (see bench/listandwatch_size.py).
-MAX_DEVICES = 10000
+from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
+from simdev.plugin.policies import AllocationPolicy, SharingPolicy
 
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -57,6 +54,17 @@ class Config:
     # The SimulatedDevice to follow through the API for live changes; empty: static.
     simulated_device: str = ""
     faults: tuple[Fault, ...] = ()
+    # NUMA nodes the devices are split over; None: no topology.
+    numa_nodes: int | None = None
+    allocation_policy: AllocationPolicy = AllocationPolicy.PACKED
+    # Each device is advertised this many times (1: no sharing).
+    sharing_replicas: int = 1
+    sharing_policy: SharingPolicy = SharingPolicy.SPREAD
+    fail_requests_greater_than_one: bool = False
+
+    @property
+    def advertised_devices(self) -> int:
+        return self.number_devices * self.sharing_replicas
 
     @property
     def socket_name(self) -> str:
@@ -89,14 +97,40 @@ SETTINGS = (
     _Setting("DEVICE_FILE_PREFIX", "deviceFilePrefix", "device_file_prefix"),
     _Setting("DEVICE_PLUGIN_DIR", "devicePluginDir", "device_plugin_dir"),
     _Setting("SIMULATED_DEVICE", "simulatedDevice", "simulated_device"),
+    _Setting("NUMA_NODES", "topology.numaNodes", "numa_nodes"),
+    _Setting("ALLOCATION_POLICY", "allocationPolicy", "allocation_policy"),
+    _Setting("SHARING_REPLICAS", "sharing.replicas", "sharing_replicas"),
+    _Setting("SHARING_POLICY", "sharing.policy", "sharing_policy"),
+    _Setting(
+        "FAIL_REQUESTS_GREATER_THAN_ONE",
+        "sharing.failRequestsGreaterThanOne",
+        "fail_requests_greater_than_one",
+    ),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
+# Keys that hold a mapping of settings; their settings are named "<group>.<key>".
+GROUPS = ("topology", "sharing")
+_INT_KEYS = ("numberDevices", "topology.numaNodes", "sharing.replicas")
+_BOOL_KEYS = ("sharing.failRequestsGreaterThanOne",)
+_KINDS = {
+    **dict.fromkeys(_INT_KEYS, "non-negative integer"),
+    **dict.fromkeys(_BOOL_KEYS, "boolean"),
+}
 # Faults are a list, not a string: FAULTS holds YAML or JSON, the file a YAML list.
 FAULTS_ENV = "FAULTS"
 FAULTS_KEY = "faults"
 # What a running plugin takes from its SimulatedDevice without a restart. The socket and
 # resource name are fixed for the life of a registration, so changing them rolls the pods.
-LIVE_KEYS = ("numberDevices", "deviceIdPrefix", "annotationPrefix", "envPrefix", "deviceFilePrefix")
+# The groups (topology, sharing) apply as a whole.
+LIVE_KEYS = (
+    "numberDevices",
+    "deviceIdPrefix",
+    "annotationPrefix",
+    "envPrefix",
+    "deviceFilePrefix",
+    "allocationPolicy",
+    *GROUPS,
+)
 
 
 def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
@@ -122,15 +156,47 @@ def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
 def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
     """cfg with the live settings and faults of a SimulatedDevice spec, checked like the rest.
 
-    Keys that need a restart, or that the plugin does not use, are ignored. where names the
-    source in error messages, e.g. "SimulatedDevice gpu".
+    Keys that need a restart, or that the plugin does not use, are ignored. A group applies
+    as a whole, as the SimulatedDevice means it: an absent topology is no topology, and an
+    absent sharing (or a key missing from it) is the default. where names the source in
+    error messages, e.g. "SimulatedDevice gpu".
     """
-    raw = {s.field: (str(getattr(cfg, s.field)), s.env) for s in SETTINGS if s.field != "node_name"}
-    raw["node_name"] = (cfg.node_name, "NODE_NAME")
-    live = {k: spec[k] for k in LIVE_KEYS if spec.get(k) is not None}
-    for key, value in _string_values(live, f" in {where}").items():
-        raw[_BY_KEY[key].field] = (value, f"{key} in {where}")
+    raw = {s.field: (_text(getattr(cfg, s.field)), s.env) for s in SETTINGS}
+    located = f" in {where}"
+    live = {k: spec[k] for k in LIVE_KEYS if k not in GROUPS and spec.get(k) is not None}
+    for group in GROUPS:
+        for s in SETTINGS:
+            if s.key.startswith(f"{group}."):
+                raw[s.field] = (_default(s.field), s.env)
+        given = _flatten({group: spec.get(group)}, located)
+        live.update({k: v for k, v in given.items() if k in _BY_KEY and v is not None})
+    for key, value in _string_values(live, located).items():
+        raw[_BY_KEY[key].field] = (value, f"{key}{located}")
     return replace(_build(raw), faults=_faults(spec.get(FAULTS_KEY), f"spec.faults of {where}"))
+
+
+def _flatten(data: Mapping[str, Any], located: str) -> dict[str, Any]:
+    """The settings of a mapping, with those of a group named "<group>.<key>"."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in GROUPS:
+            flat[key] = value
+        elif value is None:
+            continue  # an absent group
+        elif isinstance(value, Mapping):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            raise ConfigError(f"invalid {key} {shown(value)}{located}: must be a mapping")
+    return flat
+
+
+def _text(value: Any) -> str:
+    """A setting's value as its environment variable would hold it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _faults_from_text(text: str, source: str) -> Any:
@@ -160,34 +226,35 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of settings")
-    unknown = sorted(str(k) for k in data if k not in _BY_KEY and k != FAULTS_KEY)
+    flat = _flatten(data, f" in {path}")
+    unknown = sorted(str(k) for k in flat if k not in _BY_KEY and k != FAULTS_KEY)
     if unknown:
         known = ", ".join([*_BY_KEY, FAULTS_KEY])
         raise ConfigError(
             f"unknown key(s) in --config {path}: {', '.join(unknown)} (known keys: {known})"
         )
-    return dict(data)
+    return flat
 
 
 def _string_values(data: Mapping[str, Any], located: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in data.items():
-        # Numbers are welcome for numberDevices; bool is an int subclass, so refuse it.
-        if isinstance(value, int) and not isinstance(value, bool) and key == "numberDevices":
+        # Numbers are welcome for counts; bool is an int subclass, so refuse it there.
+        if isinstance(value, int) and not isinstance(value, bool) and key in _INT_KEYS:
             values[key] = str(value)
+        elif isinstance(value, bool) and key in _BOOL_KEYS:
+            values[key] = _text(value)
         elif isinstance(value, str):
             values[key] = value
         else:
-            raise ConfigError(
-                f"invalid {key} {shown(value)}{located}: must be a "
-                + ("non-negative integer" if key == "numberDevices" else "string")
-            )
+            expected = _KINDS.get(key, "string")
+            raise ConfigError(f"invalid {key} {shown(value)}{located}: must be a {expected}")
     return values
 
 
 def _default(field_name: str) -> str:
     default = {f.name: f.default for f in fields(Config)}[field_name]
-    return "" if default is MISSING else str(default)
+    return "" if default is MISSING else _text(default)
 
 
 def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
@@ -210,6 +277,12 @@ def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
     check("node_name", _node_name_problem)
 
     count = int(check("number_devices", _number_problem))
+    replicas = int(check("sharing_replicas", _replicas_problem))
+    if count * replicas > MAX_DEVICES:
+        raise ConfigError(
+            _too_many(get("number_devices")[1], get("sharing_replicas")[1], count, replicas)
+        )
+    numa = check("numa_nodes", _numa_problem)
     last_index = max(count - 1, 0)
     plugin_dir = Path(check("device_plugin_dir", _dir_problem)).absolute()
     return Config(
@@ -225,6 +298,16 @@ def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
         ),
         device_plugin_dir=plugin_dir,
         simulated_device=check("simulated_device", _object_name_problem),
+        numa_nodes=int(numa) if numa else None,
+        allocation_policy=AllocationPolicy(
+            check("allocation_policy", lambda v: _choice_problem(v, AllocationPolicy))
+        ),
+        sharing_replicas=replicas,
+        sharing_policy=SharingPolicy(
+            check("sharing_policy", lambda v: _choice_problem(v, SharingPolicy))
+        ),
+        fail_requests_greater_than_one=check("fail_requests_greater_than_one", _bool_problem)
+        == "true",
     )
 
 
@@ -256,6 +339,42 @@ def _number_problem(value: str) -> str | None:
     if int(value) > MAX_DEVICES:
         return f"must be at most {MAX_DEVICES} so the device list fits in one kubelet message"
     return None
+
+
+def _replicas_problem(value: str) -> str | None:
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= MAX_DEVICES:
+        return f"must be an integer from 1 to {MAX_DEVICES}"
+    return None
+
+
+def _too_many(count_source: str, replicas_source: str, count: int, replicas: int) -> str:
+    count_name, _, where = count_source.partition(" in ")
+    replicas_name, _, other = replicas_source.partition(" in ")
+    named = (
+        f"{count_name} * {replicas_name} in {where}"
+        if where and where == other
+        else f"{count_source} * {replicas_source}"
+    )
+    return (
+        f"invalid {named}: {count} * {replicas} = {count * replicas} devices, must be at most "
+        f"{MAX_DEVICES} so the device list fits in one kubelet message"
+    )
+
+
+def _numa_problem(value: str) -> str | None:
+    if value and (not _DIGITS.fullmatch(value) or not 1 <= int(value) <= MAX_NUMA_NODES):
+        return f"must be an integer from 1 to {MAX_NUMA_NODES} (unset: no topology)"
+    return None
+
+
+def _choice_problem(value: str, choices: type[enum.StrEnum]) -> str | None:
+    if value not in {c.value for c in choices}:
+        return f"must be one of {', '.join(c.value for c in choices)}"
+    return None
+
+
+def _bool_problem(value: str) -> str | None:
+    return None if value in ("true", "false") else "must be true or false"
 
 
 def resource_name_problem(value: str) -> str | None:

@@ -2,7 +2,11 @@
 
 Nothing here knows about gRPC. Every change bumps a version number and wakes the
 waiters of a condition variable, so each ListAndWatch stream blocks until there is
-something new to send. Health injection, NUMA placement and CDI extend the record.
+something new to send.
+
+A physical device has an index and an ID. With NUMA topology it sits on one NUMA node;
+with sharing it is advertised as several replicas, ``<device ID>::<replica>``, each its
+own entry in the model, so that the kubelet counts and hands them out one by one.
 """
 
 from __future__ import annotations
@@ -28,14 +32,42 @@ class Device:
     numa_node: int | None = None
     # What made it unhealthy (the fault names), for error messages and logs.
     reason: str = ""
+    # Which replica of the physical device this entry is; None without sharing.
+    replica: int | None = None
 
     @property
     def health(self) -> str:
         return HEALTHY if self.healthy else UNHEALTHY
 
+    @property
+    def physical_id(self) -> str:
+        """The physical device's ID: the ID without the replica suffix."""
+        return self.id if self.replica is None else self.id.rpartition(REPLICA_SEPARATOR)[0]
+
+
+REPLICA_SEPARATOR = "::"
+
 
 def device_id(prefix: str, node_name: str, index: int) -> str:
     return f"{prefix}-{node_name}-{index}"
+
+
+def replica_id(physical_id: str, replica: int) -> str:
+    return f"{physical_id}{REPLICA_SEPARATOR}{replica}"
+
+
+def numa_node_of(index: int, count: int, numa_nodes: int) -> int:
+    """The NUMA node of device index among count devices split over numa_nodes.
+
+    Contiguous blocks, as on real machines: when numa_nodes does not divide count, the
+    first count % numa_nodes nodes hold one device more (10 over 4: 3, 3, 2, 2). With
+    fewer devices than nodes, device i sits on node i and the last nodes stay empty.
+    """
+    base, extra = divmod(count, numa_nodes)
+    big = extra * (base + 1)  # devices on the nodes that hold one more
+    if index < big:
+        return index // (base + 1)
+    return extra + (index - big) // base
 
 
 def make_devices(
@@ -43,23 +75,34 @@ def make_devices(
     node_name: str,
     count: int,
     unhealthy: Mapping[int, str] | None = None,
+    numa_nodes: int | None = None,
+    replicas: int = 1,
 ) -> list[Device]:
-    """Indexes 0..count-1; those in unhealthy (index -> reason) are Unhealthy."""
+    """Indexes 0..count-1; those in unhealthy (index -> reason) are Unhealthy.
+
+    numa_nodes (None: no topology) places each device on a NUMA node. replicas above 1
+    advertise every device that many times, all replicas sharing its health and node.
+    """
     broken = unhealthy or {}
-    return [
-        Device(
-            index=i,
-            id=device_id(prefix, node_name, i),
-            healthy=i not in broken,
-            reason=broken.get(i, ""),
+    devices: list[Device] = []
+    for i in range(count):
+        physical = device_id(prefix, node_name, i)
+        numa = None if numa_nodes is None else numa_node_of(i, count, numa_nodes)
+        base = Device(
+            index=i, id=physical, healthy=i not in broken, numa_node=numa, reason=broken.get(i, "")
         )
-        for i in range(count)
-    ]
+        if replicas == 1:
+            devices.append(base)
+        else:
+            devices += [
+                replace(base, id=replica_id(physical, r), replica=r) for r in range(replicas)
+            ]
+    return devices
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An immutable view of the devices at one version, in index order."""
+    """An immutable view of the devices at one version, in index (then replica) order."""
 
     version: int
     devices: Mapping[str, Device]
@@ -77,7 +120,7 @@ class DeviceModel:
 
     @staticmethod
     def _freeze(devices: Iterable[Device]) -> Mapping[str, Device]:
-        ordered = sorted(devices, key=lambda d: d.index)
+        ordered = sorted(devices, key=lambda d: (d.index, d.replica or 0))
         by_id = {d.id: d for d in ordered}
         if len(by_id) != len(ordered):
             raise ValueError("device IDs must be unique")

@@ -55,6 +55,9 @@ class Follower:
             extra={
                 "fields": {
                     "devices": cfg.number_devices,
+                    "replicas": cfg.sharing_replicas,
+                    "numaNodes": cfg.numa_nodes or "-",
+                    "policy": str(cfg.allocation_policy),
                     "faults": ",".join(f.name for f in cfg.faults) or "-",
                 }
             },

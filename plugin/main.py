@@ -85,6 +85,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     import logging
 
     from simdev.plugin import logs
+    from simdev.plugin.api import deviceplugin_pb2 as pb
     from simdev.plugin.devices import DeviceModel
     from simdev.plugin.kubelet import register_request
     from simdev.plugin.server import PluginServer, ServerError
@@ -132,7 +133,12 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
         lambda: DevicePluginService(model, simulation),
         workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
     )
-    request = register_request(cfg.socket_name, cfg.resource_name, plugin_options())
+
+    def request() -> pb.RegisterRequest:
+        # The options follow the live allocation policy (None: no preferred allocations).
+        options = plugin_options(simulation.allocation_settings().policy)
+        return register_request(cfg.socket_name, cfg.resource_name, options)
+
     try:
         cfg.device_plugin_dir.mkdir(parents=True, exist_ok=True)
         Supervisor(server, cfg.kubelet_socket, request, hold=simulation.plugin_down).run(stop)

@@ -22,12 +22,12 @@ from simdev.plugin.allocation import (
     ContainerAllocation,
     Failure,
     plan_allocation,
-    preferred_allocation,
 )
 from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.api import deviceplugin_pb2_grpc as pb_grpc
 from simdev.plugin.devices import Device, DeviceModel, Snapshot
 from simdev.plugin.faults import ALLOCATE_DELAY, Fault
+from simdev.plugin.policies import AllocationPolicy, preferred_allocation
 
 log = logging.getLogger("simdev.plugin")
 
@@ -47,7 +47,7 @@ _STATUS = {
 
 
 class Behaviour(Protocol):
-    """What may change between calls: the allocation settings and the active faults."""
+    """What may change between calls: the allocation settings (policies included) and faults."""
 
     def allocation_settings(self) -> AllocationSettings: ...
 
@@ -81,11 +81,15 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
     raise AssertionError("grpc context.abort returned")
 
 
-def plugin_options() -> pb.DevicePluginOptions:
+def plugin_options(policy: AllocationPolicy = AllocationPolicy.PACKED) -> pb.DevicePluginOptions:
     """What the plugin advertises, both in Register and in GetDevicePluginOptions."""
     # PreStartContainer is implemented but has nothing to do, so the kubelet need not
-    # wait for it before every container start.
-    return pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+    # wait for it before every container start. With the policy None the kubelet picks
+    # devices alone.
+    return pb.DevicePluginOptions(
+        pre_start_required=False,
+        get_preferred_allocation_available=policy != AllocationPolicy.NONE,
+    )
 
 
 def device_message(device: Device) -> pb.Device:
@@ -140,7 +144,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def GetDevicePluginOptions(
         self, request: pb.Empty, context: grpc.ServicerContext
     ) -> pb.DevicePluginOptions:
-        return plugin_options()
+        return plugin_options(self._behaviour.allocation_settings().policy)
 
     def ListAndWatch(
         self, request: pb.Empty, context: grpc.ServicerContext
@@ -176,6 +180,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
     ) -> pb.PreferredAllocationResponse:
         snapshot = self._model.snapshot()
+        settings = self._behaviour.allocation_settings()
         return pb.PreferredAllocationResponse(
             container_responses=[
                 pb.ContainerPreferredAllocationResponse(
@@ -184,6 +189,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                         list(r.available_deviceIDs),
                         list(r.must_include_deviceIDs),
                         r.allocation_size,
+                        settings.policy,
+                        settings.sharing_policy,
                     )
                 )
                 for r in request.container_requests

@@ -53,6 +53,9 @@ def allocation_settings(cfg: Config) -> AllocationSettings:
         env_prefix=cfg.env_prefix,
         device_file_prefix=cfg.device_file_prefix,
         annotation_prefix=cfg.annotation_prefix,
+        policy=cfg.allocation_policy,
+        sharing_policy=cfg.sharing_policy,
+        fail_requests_greater_than_one=cfg.fail_requests_greater_than_one,
     )
 
 
@@ -150,11 +153,24 @@ class Simulation:
             for index in f.unhealthy_indices(cfg.node_name, cfg.number_devices):
                 broken.setdefault(index, []).append(f.name)
         reasons = {i: "fault " + ", ".join(names) for i, names in broken.items()}
-        devices = make_devices(cfg.device_id_prefix, cfg.node_name, cfg.number_devices, reasons)
+        devices = make_devices(
+            cfg.device_id_prefix,
+            cfg.node_name,
+            cfg.number_devices,
+            reasons,
+            numa_nodes=cfg.numa_nodes,
+            replicas=cfg.sharing_replicas,
+        )
         if self._model.set_devices(devices):
             log.info(
                 "devices changed",
-                extra={"fields": {"devices": len(devices), "unhealthy": len(reasons)}},
+                extra={
+                    "fields": {
+                        "devices": cfg.number_devices,
+                        "advertised": len(devices),
+                        "unhealthy": len(reasons),
+                    }
+                },
             )
         self._changed = True
         self._lock.notify_all()

@@ -6,6 +6,10 @@ restarted kubelet recreates it). Either change means: serve on a fresh socket an
 register again. A missing kubelet is waited for; failed registrations are retried.
 While ``hold`` says so, it stops serving and removes the socket, exactly as a crashed plugin
 looks to the kubelet, and comes back with a fresh socket and registration afterwards.
+
+The registration request comes from a callable and may change while the plugin runs (its
+options, say). The kubelet reads a plugin's options only when it connects, so a changed
+request is sent the way a restarted plugin would: on a fresh socket, registered again.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class Supervisor:
         self,
         server: PluginServer,
         kubelet_socket: Path,
-        request: pb.RegisterRequest,
+        request: Callable[[], pb.RegisterRequest],
         poll_seconds: float = POLL_SECONDS,
         hold: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -48,6 +52,7 @@ class Supervisor:
         self._held = False
         self._kubelet_socket = kubelet_socket
         self._request = request
+        self._sent: pb.RegisterRequest | None = None  # what the kubelet last accepted
         self._poll = poll_seconds
         self._registered_for: SocketIdentity | None = None  # kubelet we registered with
         self._served_for: SocketIdentity | None = None  # kubelet the socket was made for
@@ -131,6 +136,14 @@ class Supervisor:
             return
         self._kubelet_seen = True
         if kubelet == self._registered_for:
+            if self._request() != self._sent:
+                log.info(
+                    "registration changed, serving on a fresh socket to register again",
+                    extra={"fields": {"socket": str(self._server.socket_path)}},
+                )
+                # Registering again happens on the next tick: the kubelet drops the old
+                # connection when its stream ends, and must not take the new one with it.
+                self._fresh_socket()
             return
         if self._registered_for is not None and self._served_for != kubelet:
             log.warning(
@@ -149,13 +162,14 @@ class Supervisor:
         return self._serving
 
     def _register(self, kubelet: SocketIdentity, stop: threading.Event) -> None:
+        request = self._request()
         fields = {
-            "resource": self._request.resource_name,
-            "endpoint": self._request.endpoint,
+            "resource": request.resource_name,
+            "endpoint": request.endpoint,
             "kubelet": str(self._kubelet_socket),
         }
         try:
-            register(self._kubelet_socket, self._request, stop)
+            register(self._kubelet_socket, request, stop)
         except RegistrationError as err:
             log.error(
                 "registration failed",
@@ -165,6 +179,7 @@ class Supervisor:
             self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_SECONDS)
             return
         self._registered_for = kubelet
+        self._sent = request
         self._retry_delay = POLL_SECONDS
         self._registrations += 1
         event = "registered with the kubelet" if self._registrations == 1 else "re-registered"

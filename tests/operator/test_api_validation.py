@@ -58,6 +58,17 @@ def test_defaults_are_applied(api: Cluster) -> None:
         "annotationPrefix": "",
         "envPrefix": "",
         "deviceFilePrefix": "",
+        "allocationPolicy": "Packed",
+    }
+
+
+def test_sharing_defaults_are_applied(api: Cluster) -> None:
+    code, out, err = dry_run(api, manifest(sharing={}))
+    assert code == 0, err
+    assert json.loads(out)["spec"]["sharing"] == {
+        "replicas": 1,
+        "policy": "Spread",
+        "failRequestsGreaterThanOne": False,
     }
 
 
@@ -76,10 +87,31 @@ def test_a_complete_valid_object_is_accepted(api: Cluster) -> None:
             nodeSelector={"kubernetes.io/os": "linux"},
             tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
             image="localhost/simdev-plugin:0.1.0",
+            topology={"numaNodes": 64},
+            allocationPolicy="NUMAAligned",
+            sharing={"replicas": 2, "policy": "Packed", "failRequestsGreaterThanOne": True},
         ),
     )
     assert code == 0, err
-    assert json.loads(out)["spec"]["numberDevices"] == 4096
+    spec = json.loads(out)["spec"]
+    assert (spec["numberDevices"], spec["sharing"]["replicas"]) == (4096, 2)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"numberDevices": 10000}, id="devices-10000"),
+        pytest.param({"numberDevices": 1, "sharing": {"replicas": 10000}}, id="replicas-10000"),
+        pytest.param({"numberDevices": 2500, "sharing": {"replicas": 4}}, id="product-10000"),
+        pytest.param({"numberDevices": 0, "sharing": {"replicas": 10000}}, id="zero-devices"),
+        pytest.param({"topology": {"numaNodes": 1}}, id="one-numa-node"),
+        pytest.param({"allocationPolicy": "None"}, id="policy-none"),
+        pytest.param({"allocationPolicy": "Spread", "sharing": {"policy": "Packed"}}, id="both"),
+    ],
+)
+def test_valid_topology_and_sharing_edges_are_accepted(api: Cluster, spec: dict[str, Any]) -> None:
+    code, _, err = dry_run(api, manifest(**spec))
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(
@@ -94,7 +126,33 @@ def test_a_complete_valid_object_is_accepted(api: Cluster) -> None:
         ({"resourceName": "Example.com/x"}, "spec.resourceName", "<domain>/<name>"),
         ({"resourceName": "kubernetes.io/x"}, "spec.resourceName", "kubernetes.io or k8s.io"),
         ({"resourceName": "gpu.k8s.io/x"}, "spec.resourceName", "kubernetes.io or k8s.io"),
-        ({"numberDevices": 4097}, "spec.numberDevices", "4096"),
+        ({"numberDevices": 10001}, "spec.numberDevices", "10000"),
+        (
+            {"numberDevices": 5001, "sharing": {"replicas": 2}},
+            "spec.numberDevices",
+            "spec.numberDevices * spec.sharing.replicas must be at most 10000",
+        ),
+        (
+            {"sharing": {"replicas": 5001}},  # numberDevices defaults to 2
+            "spec.numberDevices",
+            "spec.numberDevices * spec.sharing.replicas must be at most 10000",
+        ),
+        ({"topology": {"numaNodes": 0}}, "spec.topology.numaNodes", "greater than or equal to 1"),
+        ({"topology": {"numaNodes": 65}}, "spec.topology.numaNodes", "less than or equal to 64"),
+        ({"topology": {}}, "spec.topology.numaNodes", "Required value"),
+        (
+            {"allocationPolicy": "Balanced"},
+            "spec.allocationPolicy",
+            'Unsupported value: "Balanced"',
+        ),
+        ({"sharing": {"replicas": 0}}, "spec.sharing.replicas", "greater than or equal to 1"),
+        ({"sharing": {"replicas": 10001}}, "spec.sharing.replicas", "less than or equal to 10000"),
+        ({"sharing": {"policy": "Even"}}, "spec.sharing.policy", 'Unsupported value: "Even"'),
+        (
+            {"sharing": {"failRequestsGreaterThanOne": "yes"}},
+            "spec.sharing.failRequestsGreaterThanOne",
+            "boolean",
+        ),
         ({"numberDevices": -1}, "spec.numberDevices", "greater than or equal to 0"),
         ({"numberDevices": "two"}, "spec.numberDevices", "integer"),
         ({"deviceIdPrefix": "dev-"}, "spec.deviceIdPrefix", "letter or digit"),
@@ -204,10 +262,10 @@ def test_a_full_set_of_faults_round_trips_with_its_defaults(api: Cluster) -> Non
 @pytest.mark.parametrize(
     "faults",
     [
-        pytest.param([fault(devices={"count": 4096})], id="count-4096"),
+        pytest.param([fault(devices={"count": 10000})], id="count-10000"),
         pytest.param([fault(devices={"count": 0})], id="count-0"),
         pytest.param([fault(devices={"percent": 100})], id="percent-100"),
-        pytest.param([fault(devices={"indices": [4095]})], id="index-4095"),
+        pytest.param([fault(devices={"indices": [9999]})], id="index-9999"),
         pytest.param([fault(kind="AllocateError", probability=0)], id="probability-0"),
         pytest.param([fault(kind="AllocateError", probability=1)], id="probability-1"),
         pytest.param([fault(kind="AllocateError", code="DATA_LOSS")], id="code-data-loss"),
@@ -290,10 +348,16 @@ def test_valid_fault_edges_are_accepted(api: Cluster, faults: list[dict[str, Any
             id="duplicate-names",
         ),
         pytest.param(
-            [fault(devices={"indices": [0, 4096]})],
+            [fault(devices={"indices": [0, 10000]})],
             "spec.faults[0].devices.indices[1]",
-            "less than or equal to 4095",
-            id="index-4096",
+            "less than or equal to 9999",
+            id="index-10000",
+        ),
+        pytest.param(
+            [fault(devices={"count": 10001})],
+            "spec.faults[0].devices.count",
+            "less than or equal to 10000",
+            id="count-10001",
         ),
         pytest.param(
             [fault(devices={"indices": [3, 3]})],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +18,7 @@ from simdev.operator.model import (
     PLUGIN_IMAGE_ID_ANNOTATION,
     Device,
 )
+from simdev.plugin.config import load
 
 DeviceFactory = Callable[..., Device]
 IMAGE = "localhost/simdev-plugin:0.1.0"
@@ -204,7 +206,46 @@ def test_config_map_holds_the_plugin_config_in_camel_case(device: DeviceFactory)
         "devicePluginDir": "/var/lib/kubelet/device-plugins",
         "simulatedDevice": "sample",
         "faults": [],
+        "allocationPolicy": "Packed",
+        "sharing": {"replicas": 1, "policy": "Spread", "failRequestsGreaterThanOne": False},
     }
+
+
+def test_config_map_carries_topology_policy_and_sharing(device: DeviceFactory) -> None:
+    d = device(
+        numberDevices=8,
+        topology={"numaNodes": 2},
+        allocationPolicy="NUMAAligned",
+        sharing={"replicas": 3, "policy": "Packed", "failRequestsGreaterThanOne": True},
+    )
+    config = builders.plugin_config(d)
+    assert config["topology"] == {"numaNodes": 2}
+    assert config["allocationPolicy"] == "NUMAAligned"
+    assert config["sharing"] == {
+        "replicas": 3,
+        "policy": "Packed",
+        "failRequestsGreaterThanOne": True,
+    }
+    assert d.spec.advertised_devices == 24
+
+
+def test_the_plugin_reads_the_config_the_operator_writes(
+    device: DeviceFactory, tmp_path: Path
+) -> None:
+    d = device(
+        numberDevices=8,
+        topology={"numaNodes": 2},
+        allocationPolicy="Spread",
+        sharing={"replicas": 3, "policy": "Packed", "failRequestsGreaterThanOne": True},
+    )
+    f = tmp_path / "config.yaml"
+    f.write_text(builders.render_config(d))
+    cfg = load({"NODE_NAME": "node-a"}, f)
+    assert (cfg.numa_nodes, cfg.allocation_policy, cfg.sharing_replicas) == (2, "Spread", 3)
+    assert (cfg.sharing_policy, cfg.fail_requests_greater_than_one) == ("Packed", True)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(builders.render_config(device()))
+    assert load({"NODE_NAME": "node-a"}, plain).numa_nodes is None
 
 
 def test_config_hash_rolls_pods_only_for_what_plugins_cannot_take_live(
@@ -272,3 +313,18 @@ def test_an_unknown_image_id_adds_no_annotation(device: DeviceFactory) -> None:
         builders.daemon_set(device(), PluginRuntime(IMAGE, "")),
     ):
         assert set(_annotations(ds)) == {CONFIG_HASH_ANNOTATION}
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+
+
+def test_every_sample_makes_a_config_the_plugin_accepts(tmp_path: Path) -> None:
+    for sample in sorted(SAMPLES.glob("*.yaml")):
+        body = yaml.safe_load(sample.read_text())
+        if body["kind"] != "SimulatedDevice":
+            continue
+        f = tmp_path / f"{sample.stem}.yaml"
+        f.write_text(builders.render_config(Device.from_body(body)))
+        load({"NODE_NAME": "node-a"}, f)
+    numa = Device.from_body(yaml.safe_load((SAMPLES / "simulateddevice-numa-gpu.yaml").read_text()))
+    assert (numa.spec.numa_nodes, numa.spec.advertised_devices) == (2, 24)

@@ -6,6 +6,7 @@ field missing from the CRD would vanish without an error; these checks catch tha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from simdev.operator import model
 from simdev.operator.conflicts import Conflict
 from simdev.operator.observed import DaemonSetState, DeviceTotals
 from simdev.operator.status import build_status
+from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
+from simdev.plugin.policies import AllocationPolicy, SharingPolicy
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "simdev.io_simulateddevices.yaml"
 
@@ -49,6 +52,32 @@ def test_schema_defaults_match_the_operator(version: dict[str, Any]) -> None:
     for prefix in ("annotationPrefix", "envPrefix", "deviceFilePrefix"):
         assert spec[prefix]["default"] == ""
     assert "default" not in spec["pluginName"]  # computed from metadata.name by the operator
+    assert spec["allocationPolicy"]["default"] == model.DEFAULT_ALLOCATION_POLICY
+    assert spec["allocationPolicy"]["enum"] == [p.value for p in AllocationPolicy]
+    sharing = spec["sharing"]["properties"]
+    assert sharing["replicas"]["default"] == model.DEFAULT_SHARING_REPLICAS
+    assert sharing["policy"]["default"] == model.DEFAULT_SHARING_POLICY
+    assert sharing["policy"]["enum"] == [p.value for p in SharingPolicy]
+    assert "default" not in spec["topology"]  # absent means no topology
+
+
+def test_one_device_limit_for_the_crd_and_the_plugin(version: dict[str, Any]) -> None:
+    """numberDevices * replicas has one bound: the plugin's, repeated in the CRD's rules."""
+    spec = spec_schema(version)
+    assert spec["numberDevices"]["maximum"] == MAX_DEVICES
+    assert spec["sharing"]["properties"]["replicas"]["maximum"] == MAX_DEVICES
+    assert spec["topology"]["properties"]["numaNodes"]["maximum"] == MAX_NUMA_NODES
+    rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    (product,) = [r for r in rules if "self.sharing.replicas" in r["rule"]]
+    assert re.search(r"<=\s*(\d+)\s*$", product["rule"]).group(1) == str(MAX_DEVICES)  # type: ignore[union-attr]
+    assert f"at most {MAX_DEVICES}," in product["message"]
+    assert "spec.numberDevices" in product["message"]
+    assert "spec.sharing.replicas" in product["message"]
+    # Faults pick physical devices, of which there are at most as many.
+    devices = spec["faults"]["items"]["properties"]["devices"]["properties"]
+    assert devices["indices"]["maxItems"] == MAX_DEVICES
+    assert devices["indices"]["items"]["maximum"] == MAX_DEVICES - 1
+    assert devices["count"]["maximum"] == MAX_DEVICES
 
 
 def test_resource_name_is_immutable(version: dict[str, Any]) -> None:

@@ -45,6 +45,14 @@ def test_rows_expect_what_faults_take_away(device: DeviceFactory) -> None:
     assert (r2.expected_allocatable, r2.active_faults, r2.allocated) == (6, (), 0)
 
 
+def test_replicas_multiply_capacity_and_what_faults_take(device: DeviceFactory) -> None:
+    d = device(numberDevices=4, sharing={"replicas": 3}, faults=[unhealthy()])
+    (row,) = rows_for(d, [node("n1", 12, 6)])
+    # Two physical devices unhealthy: all their replicas go.
+    assert (row.expected_capacity, row.expected_allocatable) == (12, 6)
+    assert row.as_expected
+
+
 def test_plugin_down_expects_nothing_allocatable(device: DeviceFactory) -> None:
     d = device(numberDevices=3, faults=[{"name": "crash", "type": "PluginDown"}])
     (row,) = rows_for(d, [node("n1", 3, 3)])

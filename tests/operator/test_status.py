@@ -74,6 +74,16 @@ def test_ready_when_every_node_offers_every_device(device: DeviceFactory) -> Non
     assert zero.ready
 
 
+def test_replicas_multiply_what_each_node_offers(device: DeviceFactory) -> None:
+    shared = device(numberDevices=2, sharing={"replicas": 3})
+    short = judge(shared, conflict=None, daemon_set=ds(2, 2), totals=DeviceTotals(2, 4, 4))
+    assert (short.ready, short.reason) == (False, "DevicesNotAdvertised")
+    assert "expected 12 (6 on each of 2 nodes)" in short.message
+    ready = judge(shared, conflict=None, daemon_set=ds(2, 2), totals=DeviceTotals(2, 12, 12))
+    assert ready.ready
+    assert ready.message == "2 nodes offer 6 example.com/simple-device each"
+
+
 def test_conflict_and_errors_win_over_everything(device: DeviceFactory) -> None:
     conflict = Conflict("other", "resourceName", "example.com/x")
     verdict = judge(device(), conflict=conflict, daemon_set=ds(), totals=DeviceTotals(1, 2, 2))

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from simdev.plugin.allocation import AllocationSettings
+from simdev.plugin.api import deviceplugin_pb2 as pb
 from simdev.plugin.devices import DeviceModel, make_devices
 from simdev.plugin.fakekubelet import FakeKubelet, PluginConnection
 from simdev.plugin.kubelet import register_request
@@ -111,13 +112,18 @@ def start_plugin(
         )
         model = model or DeviceModel(make_devices("simple-device", NODE, count))
         socket_path = plugin_dir / "simple-device-plugin.sock"
+        behaves = behaviour or Fixed(settings)
         server = PluginServer(
             socket_path,
-            lambda: DevicePluginService(model, behaviour or Fixed(settings)),
+            lambda: DevicePluginService(model, behaves),
             workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
         )
-        request = register_request(socket_path.name, resource, plugin_options())
         plugin = InProcessPlugin(model, kubelet, socket_path)
+
+        def request() -> pb.RegisterRequest:
+            options = plugin_options(behaves.allocation_settings().policy)
+            return register_request(socket_path.name, resource, options)
+
         supervisor = Supervisor(server, kubelet.socket_path, request, poll_seconds=0.1, hold=hold)
         plugin.thread = threading.Thread(
             target=supervisor.run, args=(plugin.stop_event,), name="supervisor", daemon=True

@@ -1,4 +1,4 @@
-"""Allocation planning and preferred allocation (pure functions)."""
+"""Allocation planning (pure functions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from simdev.plugin.allocation import (
     DeviceNode,
     Failure,
     plan_allocation,
-    preferred_allocation,
 )
-from simdev.plugin.devices import Device, DeviceModel, Snapshot, make_devices
+from simdev.plugin.devices import DeviceModel, Snapshot, make_devices
 
 ALL = AllocationSettings(
     env_prefix="SIMPLE_DEVICE",
@@ -101,36 +100,59 @@ def test_duplicate_id_in_one_container_is_invalid() -> None:
     assert '"sd-n-0"' in err.value.message
 
 
-def ids(*indexes: int) -> list[str]:
-    return [f"sd-n-{i}" for i in indexes]
+def test_numa_nodes_of_the_devices_are_listed_once() -> None:
+    snap = DeviceModel(make_devices("sd", "n", 6, numa_nodes=3)).snapshot()  # 2 per node
+    (plan,) = plan_allocation(snap, [["sd-n-5", "sd-n-0", "sd-n-1"]], ALL)
+    assert plan.envs["SIMPLE_DEVICE_NUMA_NODES"] == "0,2"
+    (plan,) = plan_allocation(snapshot(), [["sd-n-0"]], ALL)
+    assert "SIMPLE_DEVICE_NUMA_NODES" not in plan.envs  # no topology
 
 
-def test_preferred_takes_lowest_indexes() -> None:
-    assert preferred_allocation(snapshot(), ids(3, 1, 2, 0), [], 2) == ids(0, 1)
+def shared(count: int = 3, replicas: int = 3) -> Snapshot:
+    return DeviceModel(make_devices("sd", "n", count, replicas=replicas)).snapshot()
 
 
-def test_preferred_honours_must_include_first() -> None:
-    assert preferred_allocation(snapshot(), ids(0, 1, 2, 3), ids(3), 2) == ids(3, 0)
-    # More must-include devices than asked for: they are all kept.
-    assert preferred_allocation(snapshot(), ids(0, 1, 2), ids(2, 1), 1) == ids(2, 1)
+def test_replicas_map_back_to_physical_devices() -> None:
+    request = ["sd-n-2::0", "sd-n-0::1", "sd-n-0::2"]
+    (plan,) = plan_allocation(shared(), [request], ALL)
+    assert plan.device_ids == ("sd-n-0::1", "sd-n-0::2", "sd-n-2::0")
+    assert plan.envs == {
+        "SIMPLE_DEVICE_0": "/dev/simple-device-0",
+        "SIMPLE_DEVICE_2": "/dev/simple-device-2",
+        "SIMPLE_DEVICE_VISIBLE_DEVICES": "sd-n-0,sd-n-2",
+        "SIMPLE_DEVICE_REPLICAS": "sd-n-0=2,sd-n-2=1",
+    }
+    assert [n.path for n in plan.device_nodes] == ["/dev/simple-device-0", "/dev/simple-device-2"]
+    assert plan.annotations == {
+        "simdev.io/simple-device-0": "sd-n-0",
+        "simdev.io/simple-device-2": "sd-n-2",
+    }
 
 
-def test_preferred_puts_unhealthy_last() -> None:
-    snap = snapshot(unhealthy=(0, 1))
-    assert preferred_allocation(snap, ids(0, 1, 2, 3), [], 3) == ids(2, 3, 0)
+def test_replicas_of_an_unhealthy_device_are_refused() -> None:
+    model = DeviceModel(make_devices("sd", "n", 2, unhealthy={1: "fault x"}, replicas=2))
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(model.snapshot(), [["sd-n-0::0", "sd-n-1::1"]], ALL)
+    assert err.value.failure is Failure.FAILED_PRECONDITION
+    assert err.value.message == 'device(s) not healthy: "sd-n-1::1" (fault x)'
 
 
-def test_preferred_puts_unknown_ids_last_in_kubelet_order() -> None:
-    got = preferred_allocation(snapshot(2), ["x-9", "sd-n-1", "x-1"], [], 3)
-    assert got == ["sd-n-1", "x-9", "x-1"]
+ONE_ONLY = AllocationSettings(env_prefix="X", fail_requests_greater_than_one=True)
 
 
-def test_preferred_returns_what_exists_when_short() -> None:
-    assert preferred_allocation(snapshot(), ids(2), [], 3) == ids(2)
+def test_fail_requests_greater_than_one_refuses_two_replicas() -> None:
+    with pytest.raises(AllocationError) as err:
+        plan_allocation(shared(), [["sd-n-0::0"], ["sd-n-0::1", "sd-n-1::0"]], ONE_ONLY)
+    assert err.value.failure is Failure.INVALID_ARGUMENT
+    assert err.value.message == (
+        "container request 1 asks for 2 replicas of shared devices; "
+        "failRequestsGreaterThanOne allows 1 per container"
+    )
+    (plan,) = plan_allocation(shared(), [["sd-n-1::2"]], ONE_ONLY)
+    assert plan.envs["X_REPLICAS"] == "sd-n-1=1"
 
 
-def test_preferred_keeps_numa_nodes_together() -> None:
-    devices = [Device(i, f"sd-n-{i}", numa_node=i % 2) for i in range(6)]
-    snap = DeviceModel(devices).snapshot()
-    # must-include device 3 is on NUMA node 1, so 1 and 5 beat the lower 0, 2, 4.
-    assert preferred_allocation(snap, ids(0, 1, 2, 3, 4, 5), ids(3), 3) == ids(3, 1, 5)
+def test_fail_requests_greater_than_one_needs_sharing() -> None:
+    (plan,) = plan_allocation(snapshot(), [["sd-n-0", "sd-n-1"]], ONE_ONLY)
+    assert plan.device_ids == ("sd-n-0", "sd-n-1")
+    assert "X_REPLICAS" not in plan.envs

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simdev.plugin.config import MAX_DEVICES, Config, ConfigError, load
+from simdev.plugin.config import Config, ConfigError, load, with_spec
+from simdev.plugin.limits import MAX_DEVICES
 
 
 def test_defaults_need_only_the_node_name() -> None:
@@ -183,3 +184,123 @@ def test_annotation_key_length_counts_the_largest_index() -> None:
     load({"NODE_NAME": "n", "NUMBER_DEVICES": "10", "ANNOTATION_PREFIX": prefix})
     with pytest.raises(ConfigError, match="ANNOTATION_PREFIX"):
         load({"NODE_NAME": "n", "NUMBER_DEVICES": "11", "ANNOTATION_PREFIX": prefix})
+
+
+# Topology, allocation policy and sharing.
+
+
+def test_topology_policy_and_sharing_from_the_environment() -> None:
+    cfg = load(
+        {
+            "NODE_NAME": "n",
+            "NUMBER_DEVICES": "8",
+            "NUMA_NODES": "2",
+            "ALLOCATION_POLICY": "NUMAAligned",
+            "SHARING_REPLICAS": "3",
+            "SHARING_POLICY": "Packed",
+            "FAIL_REQUESTS_GREATER_THAN_ONE": "true",
+        }
+    )
+    assert (cfg.numa_nodes, cfg.allocation_policy, cfg.sharing_replicas) == (2, "NUMAAligned", 3)
+    assert (cfg.sharing_policy, cfg.fail_requests_greater_than_one) == ("Packed", True)
+    assert cfg.advertised_devices == 24
+
+
+def test_defaults_are_no_topology_packed_and_no_sharing() -> None:
+    cfg = load({"NODE_NAME": "n", "NUMA_NODES": ""})
+    assert (cfg.numa_nodes, cfg.allocation_policy, cfg.sharing_replicas) == (None, "Packed", 1)
+    assert (cfg.sharing_policy, cfg.fail_requests_greater_than_one) == ("Spread", False)
+
+
+def test_groups_in_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text(
+        "topology: {numaNodes: 4}\nallocationPolicy: Spread\n"
+        "sharing: {replicas: 2, policy: Packed, failRequestsGreaterThanOne: true}\n"
+    )
+    cfg = load({"NODE_NAME": "n", "SHARING_REPLICAS": "5"}, f)
+    assert (cfg.numa_nodes, cfg.allocation_policy) == (4, "Spread")
+    assert (cfg.sharing_replicas, cfg.sharing_policy) == (2, "Packed")
+    assert cfg.fail_requests_greater_than_one is True
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("topology: 2\n", 'invalid topology "2" in {f}: must be a mapping'),
+        ("topology: {numaNodes: 0}\n", 'invalid topology.numaNodes "0" in {f}: must be an'),
+        ("topology: {numaNodes: 65}\n", 'invalid topology.numaNodes "65" in {f}: must be an'),
+        ("sharing: {replicas: 0}\n", 'invalid sharing.replicas "0" in {f}: must be an integer'),
+        ("sharing: {replicas: true}\n", 'invalid sharing.replicas "True" in {f}: must be a non'),
+        ("sharing: {policy: Even}\n", 'invalid sharing.policy "Even" in {f}: must be one of'),
+        (
+            "sharing: {failRequestsGreaterThanOne: 1}\n",
+            'invalid sharing.failRequestsGreaterThanOne "1" in {f}: must be a boolean',
+        ),
+        ("allocationPolicy: packed\n", 'invalid allocationPolicy "packed" in {f}: must be one of'),
+        (
+            "numberDevices: 5000\nsharing: {replicas: 3}\n",
+            "invalid numberDevices * sharing.replicas in {f}: 5000 * 3 = 15000 devices, "
+            "must be at most 10000",
+        ),
+    ],
+)
+def test_bad_group_values_name_the_key(tmp_path: Path, content: str, expected: str) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load({"NODE_NAME": "n"}, f)
+    assert str(err.value).startswith(expected.format(f=f)), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_group_keys_are_named(tmp_path: Path) -> None:
+    f = tmp_path / "plugin.yaml"
+    f.write_text("sharing: {replica: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in --config .*: sharing\.replica "):
+        load({"NODE_NAME": "n"}, f)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("NUMA_NODES", "0", "must be an integer from 1 to 64 (unset: no topology)"),
+        ("NUMA_NODES", "x", "must be an integer from 1 to 64 (unset: no topology)"),
+        ("ALLOCATION_POLICY", "Balanced", "must be one of Packed, Spread, NUMAAligned, None"),
+        ("SHARING_REPLICAS", "0", f"must be an integer from 1 to {MAX_DEVICES}"),
+        ("SHARING_REPLICAS", str(MAX_DEVICES + 1), f"must be an integer from 1 to {MAX_DEVICES}"),
+        ("SHARING_POLICY", "spread", "must be one of Spread, Packed"),
+        ("FAIL_REQUESTS_GREATER_THAN_ONE", "yes", "must be true or false"),
+    ],
+)
+def test_bad_new_variables_are_named(var: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load({"NODE_NAME": "n", var: value})
+    assert str(err.value) == f'invalid {var} "{value}": {expected}'
+
+
+def test_one_maximum_for_devices_times_replicas() -> None:
+    load({"NODE_NAME": "n", "NUMBER_DEVICES": "2500", "SHARING_REPLICAS": "4"})
+    load({"NODE_NAME": "n", "NUMBER_DEVICES": "1", "SHARING_REPLICAS": str(MAX_DEVICES)})
+    with pytest.raises(ConfigError) as err:
+        load({"NODE_NAME": "n", "NUMBER_DEVICES": "2501", "SHARING_REPLICAS": "4"})
+    assert str(err.value) == (
+        "invalid NUMBER_DEVICES * SHARING_REPLICAS: 2501 * 4 = 10004 devices, must be at most "
+        f"{MAX_DEVICES} so the device list fits in one kubelet message"
+    )
+
+
+def test_live_groups_apply_as_a_whole() -> None:
+    base = load({"NODE_NAME": "n", "NUMA_NODES": "2", "SHARING_REPLICAS": "3"})
+    cfg = with_spec(base, {"topology": {"numaNodes": 4}, "allocationPolicy": "Spread"}, "SD x")
+    # sharing is absent from the spec: no sharing, whatever the start-up config said.
+    assert (cfg.numa_nodes, cfg.allocation_policy, cfg.sharing_replicas) == (4, "Spread", 1)
+    cfg = with_spec(base, {"sharing": {"replicas": 2}}, "SD x")
+    assert (cfg.numa_nodes, cfg.sharing_replicas, cfg.sharing_policy) == (None, 2, "Spread")
+    with pytest.raises(ConfigError) as err:
+        with_spec(base, {"numberDevices": 6000, "sharing": {"replicas": 2}}, "SD x")
+    assert str(err.value).startswith(
+        "invalid numberDevices * sharing.replicas in SD x: 6000 * 2 = 12000 devices"
+    )
+    with pytest.raises(ConfigError, match=r'^invalid topology.numaNodes "0" in SD x: '):
+        with_spec(base, {"topology": {"numaNodes": 0}}, "SD x")

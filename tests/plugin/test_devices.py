@@ -14,6 +14,7 @@ from simdev.plugin.devices import (
     DeviceModel,
     device_id,
     make_devices,
+    numa_node_of,
 )
 
 
@@ -26,6 +27,45 @@ def test_ids_are_prefix_node_index() -> None:
         (2, "gpu-n1-2", HEALTHY),
     ]
     assert make_devices("gpu", "n1", 0) == []
+
+
+@pytest.mark.parametrize(
+    ("count", "nodes", "split"),
+    [
+        (8, 2, [4, 4]),
+        (10, 4, [3, 3, 2, 2]),
+        (7, 3, [3, 2, 2]),
+        (2, 4, [1, 1, 0, 0]),
+        (5, 1, [5]),
+        (0, 3, [0, 0, 0]),
+    ],
+)
+def test_numa_nodes_hold_contiguous_blocks(count: int, nodes: int, split: list[int]) -> None:
+    placed = [numa_node_of(i, count, nodes) for i in range(count)]
+    assert placed == sorted(placed)  # contiguous: never back to an earlier node
+    assert [placed.count(n) for n in range(nodes)] == split
+
+
+def test_devices_carry_their_numa_node() -> None:
+    devices = make_devices("gpu", "n1", 4, numa_nodes=2)
+    assert [d.numa_node for d in devices] == [0, 0, 1, 1]
+    assert all(d.numa_node is None for d in make_devices("gpu", "n1", 4))
+
+
+def test_replicas_are_advertised_with_a_suffix() -> None:
+    devices = make_devices("gpu", "n1", 2, unhealthy={1: "fault x"}, numa_nodes=2, replicas=3)
+    assert [d.id for d in devices] == [f"gpu-n1-{i}::{r}" for i in range(2) for r in range(3)]
+    assert [(d.index, d.replica, d.numa_node) for d in devices[2:4]] == [(0, 2, 0), (1, 0, 1)]
+    # A fault on the physical device reaches every replica.
+    assert [d.healthy for d in devices] == [True] * 3 + [False] * 3
+    assert {d.physical_id for d in devices} == {"gpu-n1-0", "gpu-n1-1"}
+    assert make_devices("gpu", "n1", 1, replicas=1)[0].physical_id == "gpu-n1-0"
+
+
+def test_snapshot_orders_replicas_after_their_device() -> None:
+    devices = make_devices("d", "n", 2, replicas=2)
+    model = DeviceModel(reversed(devices))
+    assert list(model.snapshot().devices) == ["d-n-0::0", "d-n-0::1", "d-n-1::0", "d-n-1::1"]
 
 
 def test_snapshot_is_in_index_order() -> None:

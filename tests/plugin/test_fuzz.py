@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simdev.plugin.api import deviceplugin_pb2 as pb
-from simdev.plugin.config import SETTINGS, ConfigError, load, with_spec
+from simdev.plugin.config import LIVE_KEYS, SETTINGS, ConfigError, load, with_spec
 from simdev.plugin.fakekubelet import FakeKubelet
 from simdev.plugin.faults import FaultError, parse_faults
 
@@ -75,6 +75,30 @@ def test_any_live_spec_applies_or_fails_with_one_line(spec: dict[str, Any]) -> N
         with_spec(base, spec, "SimulatedDevice fuzz")
     except ConfigError as err:
         assert "\n" not in str(err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(LIVE_KEYS),
+        json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "numaNodes": json_values,
+                "replicas": json_values,
+                "policy": json_values,
+                "failRequestsGreaterThanOne": json_values,
+            },
+        ),
+    )
+)
+def test_any_live_setting_applies_or_fails_with_one_line(spec: dict[str, Any]) -> None:
+    base = load({"NODE_NAME": NODE})
+    try:
+        with_spec(base, spec, "SimulatedDevice fuzz")
+    except ConfigError as err:
+        assert "\n" not in str(err) and str(err)
 
 
 @pytest.fixture(scope="module")

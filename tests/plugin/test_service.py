@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -11,8 +12,8 @@ import pytest
 
 from simdev.plugin.allocation import AllocationSettings, ContainerAllocation, DeviceNode
 from simdev.plugin.api import deviceplugin_pb2 as pb
-from simdev.plugin.config import MAX_DEVICES
-from simdev.plugin.devices import Device, DeviceModel
+from simdev.plugin.devices import Device, DeviceModel, make_devices
+from simdev.plugin.limits import MAX_DEVICES
 from simdev.plugin.service import (
     MAX_WATCH_STREAMS,
     container_response,
@@ -190,15 +191,21 @@ def test_long_lived_streams_cannot_starve_allocate(start_plugin: Start) -> None:
             s.cancel()
 
 
-def test_worst_case_device_list_fits_the_kubelet_message_limit() -> None:
-    # Longest names the configuration allows: 63-char prefix, 253-char node name.
+@pytest.mark.parametrize("replicas", [1, 2, MAX_DEVICES])
+def test_worst_case_device_list_fits_the_kubelet_message_limit(replicas: int) -> None:
+    # Longest names the configuration allows: 63-char prefix, 253-char node name; replica
+    # suffixes, the longer health string and a NUMA node on every device.
     node = ".".join(["a" * 63] * 3 + ["b" * 61])
     assert len(node) == 253
+    count = MAX_DEVICES // replicas
+    broken = dict.fromkeys(range(count), "fault")
     devices = [
-        Device(i, f"{'p' * 63}-{node}-{i}", healthy=False, numa_node=7) for i in range(MAX_DEVICES)
+        replace(d, numa_node=63)
+        for d in make_devices("p" * 63, node, count, broken, replicas=replicas)
     ]
+    assert len(devices) == MAX_DEVICES
     size = list_response(DeviceModel(devices).snapshot()).ByteSize()
-    assert size < 4 * 1024 * 1024
+    assert size < 0.85 * 4 * 1024 * 1024
 
 
 def test_messages_built_from_the_model() -> None:

@@ -194,3 +194,98 @@ def wait_until(probe: Callable[[], bool], timeout: float = 10) -> None:
     while not probe():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+# Topology, allocation policies and sharing, live, over the protocol.
+
+
+def test_topology_reaches_list_and_watch_and_allocate(
+    start_plugin: Start, simulation: Simulation
+) -> None:
+    conn = start(start_plugin, simulation)
+    apply(simulation, numberDevices=8, topology={"numaNodes": 2}, allocationPolicy="NUMAAligned")
+    listed = conn.wait_for_list(lambda r: len(r.devices) == 8)
+    assert [[n.ID for n in d.topology.nodes] for d in listed.devices] == [[0]] * 4 + [[1]] * 4
+    # The kubelet offers node 0's device 3 and all of node 1: a request of 4 fits node 1.
+    available = [dev(i) for i in (3, 4, 5, 6, 7)]
+    assert conn.preferred(available, [], 4) == [dev(i) for i in (4, 5, 6, 7)]
+    (c,) = conn.allocate([[dev(3), dev(4)]]).container_responses
+    assert c.envs["SD_NUMA_NODES"] == "0,1"
+    apply(simulation, numberDevices=8)  # topology removed: no NUMA nodes any more
+    listed = conn.wait_for_list(lambda r: not any(d.HasField("topology") for d in r.devices))
+    (c,) = conn.allocate([[dev(1)]]).container_responses
+    assert "SD_NUMA_NODES" not in c.envs
+
+
+def test_spread_policy_over_the_protocol(start_plugin: Start, simulation: Simulation) -> None:
+    conn = start(start_plugin, simulation)
+    apply(simulation, numberDevices=6, topology={"numaNodes": 3}, allocationPolicy="Spread")
+    conn.wait_for_list(lambda r: len(r.devices) == 6)
+    assert conn.preferred([dev(i) for i in range(6)], [dev(0)], 3) == [dev(0), dev(2), dev(4)]
+
+
+def rep(i: int, r: int) -> str:
+    return f"{dev(i)}::{r}"
+
+
+def test_replicas_are_advertised_and_allocated(start_plugin: Start, simulation: Simulation) -> None:
+    conn = start(start_plugin, simulation)
+    apply(simulation, numberDevices=2, sharing={"replicas": 3})
+    listed = conn.wait_for_list(lambda r: len(r.devices) == 6)
+    assert [d.ID for d in listed.devices] == [rep(i, r) for i in range(2) for r in range(3)]
+    everything = [d.ID for d in listed.devices]
+    # Spread: a request for 2 gets two physical devices.
+    assert conn.preferred(everything, [], 2) == [rep(0, 0), rep(1, 0)]
+    (c,) = conn.allocate([[rep(0, 0), rep(0, 2), rep(1, 1)]]).container_responses
+    assert c.envs["SD_VISIBLE_DEVICES"] == f"{dev(0)},{dev(1)}"
+    assert c.envs["SD_REPLICAS"] == f"{dev(0)}=2,{dev(1)}=1"
+    apply(simulation, numberDevices=2, sharing={"replicas": 3, "policy": "Packed"})
+    assert conn.preferred(everything, [], 2) == [rep(0, 0), rep(0, 1)]
+
+
+def test_fail_requests_greater_than_one(start_plugin: Start, simulation: Simulation) -> None:
+    conn = start(start_plugin, simulation)
+    apply(simulation, sharing={"replicas": 2, "failRequestsGreaterThanOne": True})
+    conn.wait_for_list(lambda r: len(r.devices) == 8)
+    with pytest.raises(grpc.RpcError) as err:
+        conn.allocate([[rep(0, 0), rep(1, 0)]])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "failRequestsGreaterThanOne" in err.value.details()
+    assert conn.allocate([[rep(0, 1)]]).container_responses
+
+
+def test_an_unhealthy_device_takes_all_its_replicas(
+    start_plugin: Start, simulation: Simulation
+) -> None:
+    conn = start(start_plugin, simulation)
+    sick = {"name": "sick", "type": "Unhealthy", "devices": {"indices": [1]}}
+    apply(simulation, numberDevices=2, sharing={"replicas": 2}, faults=[sick])
+    health(conn)(
+        {
+            rep(0, 0): "Healthy",
+            rep(0, 1): "Healthy",
+            rep(1, 0): "Unhealthy",
+            rep(1, 1): "Unhealthy",
+        }
+    )
+
+
+def test_policy_none_registers_again_without_preferred_allocation(
+    start_plugin: Start, simulation: Simulation
+) -> None:
+    plugin = start_plugin(
+        behaviour=simulation, hold=simulation.plugin_down, model=simulation._model
+    )
+    first = plugin.connection()
+    assert plugin.kubelet.registrations[0].options.get_preferred_allocation_available
+    apply(simulation, allocationPolicy="None")
+    second = plugin.connection(count=2)
+    assert not plugin.kubelet.registrations[1].options.get_preferred_allocation_available
+    assert first.wait_for_end() == grpc.StatusCode.OK  # the old stream ended cleanly
+    second.wait_for_list(lambda r: len(r.devices) == 4)
+    assert second.options is not None
+    assert not second.options.get_preferred_allocation_available
+    apply(simulation, allocationPolicy="Packed")
+    third = plugin.connection(count=3)
+    assert plugin.kubelet.registrations[2].options.get_preferred_allocation_available
+    third.wait_for_list(lambda r: len(r.devices) == 4)
