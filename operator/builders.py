@@ -55,6 +55,14 @@ class PluginRuntime:
     host_network: bool = False
     api_host: str = ""
     api_port: str = ""
+    # The plugins' metrics port. On the host network every plugin of a node shares one
+    # network, so the operator gives each SimulatedDevice its own port from here upwards.
+    metrics_port: int = 9500
+
+    @property
+    def metrics_address(self) -> str:
+        # On the host's network, loopback only: nothing outside the node should reach it.
+        return "127.0.0.1" if self.host_network else "0.0.0.0"
 
 
 def common_labels(device: Device) -> dict[str, str]:
@@ -231,7 +239,7 @@ def config_map(device: Device) -> dict[str, Any]:
     }
 
 
-def _container(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
+def _container(device: Device, runtime: PluginRuntime, metrics_port: int) -> dict[str, Any]:
     config_args = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
     mounts: list[dict[str, Any]] = [
         {"name": "device-plugins", "mountPath": DEVICE_PLUGIN_DIR},
@@ -241,6 +249,8 @@ def _container(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "LOG_FORMAT", "value": "json"},
+        {"name": "METRICS_ADDRESS", "value": runtime.metrics_address},
+        {"name": "METRICS_PORT", "value": str(metrics_port)},
     ]
     if runtime.api_host:
         env += [
@@ -254,6 +264,9 @@ def _container(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
         "command": ["simdev-plugin"],
         "args": config_args,
         "env": env,
+        # On the host network this also claims the port on the node, so two plugins that
+        # somehow got one port never land on the same node.
+        "ports": [{"name": "metrics", "containerPort": metrics_port}],
         "resources": PLUGIN_RESOURCES,
         # The plugin's own check dials its socket; a stuck server or a lost socket restarts it.
         "livenessProbe": {
@@ -299,13 +312,15 @@ def pod_annotations(device: Device, default_image_id: str = "") -> dict[str, str
     return annotations
 
 
-def daemon_set(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
+def daemon_set(
+    device: Device, runtime: PluginRuntime, metrics_port: int | None = None
+) -> dict[str, Any]:
     spec = device.spec
     pod_spec: dict[str, Any] = {
         "serviceAccountName": child_name(device.name),
         "automountServiceAccountToken": True,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(device, runtime)],
+        "containers": [_container(device, runtime, metrics_port or runtime.metrics_port)],
         "volumes": _volumes(device),
         # The plugin only has to close its socket on SIGTERM.
         "terminationGracePeriodSeconds": 10,
@@ -342,7 +357,9 @@ def daemon_set(device: Device, runtime: PluginRuntime) -> dict[str, Any]:
     }
 
 
-def namespaced_objects(device: Device, runtime: PluginRuntime) -> list[dict[str, Any]]:
+def namespaced_objects(
+    device: Device, runtime: PluginRuntime, metrics_port: int | None = None
+) -> list[dict[str, Any]]:
     """Everything that lives in the target namespace, in the order it must be applied.
 
     The ConfigMap comes before the DaemonSet so that new pods read the new configuration.
@@ -350,5 +367,5 @@ def namespaced_objects(device: Device, runtime: PluginRuntime) -> list[dict[str,
     return [
         service_account(device),
         config_map(device),
-        daemon_set(device, runtime),
+        daemon_set(device, runtime, metrics_port),
     ]

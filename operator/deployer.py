@@ -129,13 +129,15 @@ class Deployer:
                 notes.append(f"Deleted {ref}")
         return notes
 
-    def deploy(self, device: Device, stale_namespaces: Iterable[str]) -> Outcome:
+    def deploy(
+        self, device: Device, stale_namespaces: Iterable[str], metrics_port: int | None = None
+    ) -> Outcome:
         """Namespace, ServiceAccount, ConfigMap and DaemonSet, then cleanup of old namespaces."""
         outcome = Outcome(notes=self.ensure_namespace(device))
         # The plugin's read access first, so that a new pod can follow its object at once.
         for obj in builders.cluster_objects(device):
             self._kube.apply(obj)
-        for obj in builders.namespaced_objects(device, self.runtime):
+        for obj in builders.namespaced_objects(device, self.runtime, metrics_port):
             live, created = self._kube.apply(obj)
             if obj["kind"] == "DaemonSet":
                 outcome.daemon_set = DaemonSetState.from_body(live)

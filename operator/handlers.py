@@ -76,6 +76,8 @@ T = TypeVar("T")
 PLUGIN_HOST_NETWORK_ENV = "SIMDEV_PLUGIN_HOST_NETWORK"
 PLUGIN_API_HOST_ENV = "SIMDEV_PLUGIN_API_HOST"
 PLUGIN_API_PORT_ENV = "SIMDEV_PLUGIN_API_PORT"
+# The plugins' metrics port (on the host network: the first of the ports handed out).
+PLUGIN_METRICS_PORT_ENV = "SIMDEV_PLUGIN_METRICS_PORT"
 
 
 def plugin_runtime(environ: Mapping[str, str]) -> PluginRuntime:
@@ -86,6 +88,7 @@ def plugin_runtime(environ: Mapping[str, str]) -> PluginRuntime:
         host_network=environ.get(PLUGIN_HOST_NETWORK_ENV, "").lower() == "true",
         api_host=environ.get(PLUGIN_API_HOST_ENV, "").strip(),
         api_port=environ.get(PLUGIN_API_PORT_ENV, "").strip(),
+        metrics_port=int(environ.get(PLUGIN_METRICS_PORT_ENV) or PluginRuntime.metrics_port),
     )
 
 

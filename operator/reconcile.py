@@ -101,6 +101,8 @@ class Reconciler:
         self._audit = Audit()
         self._audited_at: float | None = None
         self._retries: dict[str, asyncio.Task[None]] = {}
+        # Metrics ports handed out on the host network, by object name (see _metrics_port).
+        self._ports: dict[str, int] = {}
         self._retry_delay: dict[str, float] = {}
 
     def view(self, observe: Observe) -> World:
@@ -117,6 +119,7 @@ class Reconciler:
         """Drops the per-object memory once an object is gone."""
         self._written.pop(uid, None)
         self._last_run.pop(uid, None)
+        self._ports.pop(name, None)
         lock = self._locks.get(name)
         if lock is not None and not lock.locked():
             del self._locks[name]
@@ -151,7 +154,10 @@ class Reconciler:
                 if conflict is not None:
                     outcome = await asyncio.to_thread(self._deployer.withdraw, device, namespaces)
                 else:
-                    outcome = await asyncio.to_thread(self._deployer.deploy, device, namespaces)
+                    port = self._metrics_port(device, world)
+                    outcome = await asyncio.to_thread(
+                        self._deployer.deploy, device, namespaces, port
+                    )
             except ApiException as err:
                 if err.status in RACE_STATUSES:
                     # Not a failure worth a status or an Event: read again and retry.
@@ -185,6 +191,7 @@ class Reconciler:
                 error=error,
                 rows=rows,
                 faults=faults,
+                metrics_port=self._ports.get(name) if conflict is None else None,
             )
             await self._write_status(device, previous, status)
             for note in outcome.notes:
@@ -196,6 +203,30 @@ class Reconciler:
                 self._post_event(device, event)
             if error is not None:
                 raise kopf.TemporaryError(error, delay=RETRY_DELAY)
+
+    def _metrics_port(self, device: Device, world: World) -> int | None:
+        """A host-network plugin's metrics port: kept once given, unique among the objects.
+
+        Decided and recorded without an await in between, so two concurrent reconciles
+        never hand out the same port; the status keeps it across operator restarts.
+        """
+        runtime = self._deployer.runtime
+        if not runtime.host_network:
+            return None
+        taken = {
+            port
+            for other in world.devices.values()
+            if other.name != device.name
+            for port in (self._ports.get(other.name), self.status_of(other).get("metricsPort"))
+            if port
+        }
+        mine = self._ports.get(device.name) or self.status_of(device).get("metricsPort")
+        if not mine or mine in taken:
+            mine = runtime.metrics_port
+            while mine in taken:
+                mine += 1
+        self._ports[device.name] = int(mine)
+        return int(mine)
 
     def _observed(
         self, device: Device, world: World, status: Mapping[str, Any]

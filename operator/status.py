@@ -113,6 +113,7 @@ def build_status(
     error: str | None = None,
     rows: Sequence[NodeRow] = (),
     faults: Sequence[Mapping[str, Any]] = (),
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
     """The complete status of one SimulatedDevice; device.status supplies the old one."""
     verdict = judge(
@@ -126,6 +127,7 @@ def build_status(
         "observedGeneration": device.generation,
         "pluginName": device.spec.plugin_name,
         "rollingFromPluginName": rolling_from,
+        "metricsPort": metrics_port,
         "conditions": [
             _condition(
                 READY,

@@ -8,6 +8,7 @@ stops the plugin at start with one line naming the variable instead of failing l
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -61,6 +62,9 @@ class Config:
     sharing_replicas: int = 1
     sharing_policy: SharingPolicy = SharingPolicy.SPREAD
     fail_requests_greater_than_one: bool = False
+    # Prometheus metrics on this address and port; port 0: no metrics endpoint.
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 0
 
     @property
     def advertised_devices(self) -> int:
@@ -106,11 +110,13 @@ SETTINGS = (
         "sharing.failRequestsGreaterThanOne",
         "fail_requests_greater_than_one",
     ),
+    _Setting("METRICS_ADDRESS", "metricsAddress", "metrics_address"),
+    _Setting("METRICS_PORT", "metricsPort", "metrics_port"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 # Keys that hold a mapping of settings; their settings are named "<group>.<key>".
 GROUPS = ("topology", "sharing")
-_INT_KEYS = ("numberDevices", "topology.numaNodes", "sharing.replicas")
+_INT_KEYS = ("numberDevices", "topology.numaNodes", "sharing.replicas", "metricsPort")
 _BOOL_KEYS = ("sharing.failRequestsGreaterThanOne",)
 _KINDS = {
     **dict.fromkeys(_INT_KEYS, "non-negative integer"),
@@ -308,7 +314,23 @@ def _build(raw: Mapping[str, tuple[str, str]]) -> Config:
         ),
         fail_requests_greater_than_one=check("fail_requests_greater_than_one", _bool_problem)
         == "true",
+        metrics_address=check("metrics_address", _address_problem),
+        metrics_port=int(check("metrics_port", _port_problem)),
     )
+
+
+def _address_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address to listen on, e.g. 0.0.0.0 or 127.0.0.1"
+    return None
+
+
+def _port_problem(value: str) -> str | None:
+    if not _DIGITS.fullmatch(value) or int(value) > 65535:
+        return "must be a port number, 0 (no metrics endpoint) to 65535"
+    return None
 
 
 def _invalid(source: str, value: str, problem: str) -> str:

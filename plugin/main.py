@@ -88,6 +88,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     from simdev.plugin.api import deviceplugin_pb2 as pb
     from simdev.plugin.devices import DeviceModel
     from simdev.plugin.kubelet import register_request
+    from simdev.plugin.metrics import PluginMetrics
     from simdev.plugin.server import PluginServer, ServerError
     from simdev.plugin.service import (
         MAX_WATCH_STREAMS,
@@ -122,15 +123,26 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    metrics = PluginMetrics(cfg.resource_name)
+    if cfg.metrics_port:
+        try:
+            metrics.serve(cfg.metrics_address, cfg.metrics_port)
+        except OSError as err:
+            log.error("cannot serve metrics", extra={"fields": {"error": str(err)}})
+            return 1
+        log.info(
+            "serving metrics",
+            extra={"fields": {"address": cfg.metrics_address, "port": cfg.metrics_port}},
+        )
     model = DeviceModel(())
-    simulation = Simulation(cfg, model)
+    simulation = Simulation(cfg, model, metrics=metrics)
     threading.Thread(target=simulation.run, args=(stop,), name="fault-clock", daemon=True).start()
     if cfg.simulated_device:
         _follow(cfg, simulation, stop)
 
     server = PluginServer(
         cfg.socket_path,
-        lambda: DevicePluginService(model, simulation),
+        lambda: DevicePluginService(model, simulation, metrics.allocated),
         workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
     )
 
@@ -141,7 +153,13 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
 
     try:
         cfg.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-        Supervisor(server, cfg.kubelet_socket, request, hold=simulation.plugin_down).run(stop)
+        Supervisor(
+            server,
+            cfg.kubelet_socket,
+            request,
+            hold=simulation.plugin_down,
+            on_registered=metrics.registered,
+        ).run(stop)
     except (ServerError, OSError) as err:
         log.error("cannot serve", extra={"fields": {"error": str(err)}})
         return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -119,9 +119,12 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self,
         model: DeviceModel,
         behaviour: Behaviour,
+        observe_allocate: Callable[[str, float], None] = lambda code, seconds: None,
     ) -> None:
         self._model = model
         self._behaviour = behaviour
+        # Told every Allocate's gRPC code and duration (the metrics).
+        self._observe_allocate = observe_allocate
         self._stopping = threading.Event()
         self._streams = threading.Condition()
         self._open_streams = 0
@@ -198,6 +201,22 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         )
 
     def Allocate(
+        self, request: pb.AllocateRequest, context: grpc.ServicerContext
+    ) -> pb.AllocateResponse:
+        began = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            response = self._allocate(request, context)
+            code = "OK"
+            return response
+        except Exception:
+            # context.abort raised; the code it set is the answer the kubelet gets.
+            code = getattr(context.code(), "name", "UNKNOWN")
+            raise
+        finally:
+            self._observe_allocate(code, time.perf_counter() - began)
+
+    def _allocate(
         self, request: pb.AllocateRequest, context: grpc.ServicerContext
     ) -> pb.AllocateResponse:
         requests = [list(r.devices_ids) for r in request.container_requests]

@@ -28,6 +28,7 @@ from simdev.plugin.faults import (
     is_active,
     next_change,
 )
+from simdev.plugin.metrics import PluginMetrics
 
 log = logging.getLogger("simdev.plugin")
 
@@ -65,9 +66,11 @@ class Simulation:
         config: Config,
         model: DeviceModel,
         now: Callable[[], float] = time.time,
+        metrics: PluginMetrics | None = None,
     ) -> None:
         self._model = model
         self._now = now
+        self._metrics = metrics
         self._lock = threading.Condition()
         self._labels: Mapping[str, str] = {}
         self._clock = Clock()
@@ -161,6 +164,10 @@ class Simulation:
             numa_nodes=cfg.numa_nodes,
             replicas=cfg.sharing_replicas,
         )
+        if self._metrics is not None:
+            sick = sum(1 for d in devices if not d.healthy)
+            self._metrics.devices(len(devices) - sick, sick)
+            self._metrics.faults(((f.name, f.type) for f in candidates), (f.name for f in active))
         if self._model.set_devices(devices):
             log.info(
                 "devices changed",

@@ -46,9 +46,11 @@ class Supervisor:
         request: Callable[[], pb.RegisterRequest],
         poll_seconds: float = POLL_SECONDS,
         hold: Callable[[], bool] = lambda: False,
+        on_registered: Callable[[], None] = lambda: None,
     ) -> None:
         self._server = server
         self._hold = hold
+        self._on_registered = on_registered
         self._held = False
         self._kubelet_socket = kubelet_socket
         self._request = request
@@ -182,5 +184,6 @@ class Supervisor:
         self._sent = request
         self._retry_delay = POLL_SECONDS
         self._registrations += 1
+        self._on_registered()
         event = "registered with the kubelet" if self._registrations == 1 else "re-registered"
         log.info(event, extra={"fields": fields})

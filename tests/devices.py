@@ -157,3 +157,14 @@ def start_pod(
 def pod_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = cluster.get_json("pod", "-n", namespace, name)["status"]
     return status
+
+
+def plugin_namespace(cluster: Cluster, name: str) -> str:
+    """Creates a namespace for plugins ahead of time, as a team would (privileged level)."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+    }
+    cluster.apply(json.dumps(manifest))
+    return name

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from clusterlib import Cluster, make, pids_of_cluster, wait_for
-from devices import Devices, pod_status, start_pod
+from devices import Devices, plugin_namespace, pod_status, start_pod
 from simdev.plugin.podresources import list_pod_devices
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -117,15 +117,7 @@ def stage(cluster: Cluster, images: dict[str, str]) -> Iterator[Stage]:
         check=True,
         timeout=600,
     )
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
-        },
-    }
-    cluster.apply(json.dumps(namespace))
+    plugin_namespace(cluster, NAMESPACE)
     s = Stage(cluster)
     for name in STAGE:
         s.devices.create(

@@ -7,7 +7,6 @@ its node-status period (10 s), so waits allow that plus a margin.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from devices import (
     capacity,
     patch_spec,
     plugin_log,
+    plugin_namespace,
     plugin_pods,
     pod_status,
     run_consumer,
@@ -41,15 +41,7 @@ POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 @pytest.fixture(scope="module")
 def namespace(operator: Cluster) -> Iterator[str]:
     # Made beforehand, so that it outlives each test's SimulatedDevice.
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
-        },
-    }
-    operator.apply(json.dumps(manifest))
+    plugin_namespace(operator, NAMESPACE)
     yield NAMESPACE
     operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
 

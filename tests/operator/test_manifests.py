@@ -19,7 +19,7 @@ from simdev.operator.model import CREATED_NAMESPACE_LABEL, DEFAULT_NAMESPACE
 BASE = Path(__file__).resolve().parents[2] / "manifests" / "base"
 # Namespaces the e2e tests, samples and benchmarks put plugins in.
 PROJECT_NAMESPACES = [DEFAULT_NAMESPACE, "simdev-e2e", "simdev-live-e2e", "simdev-samples"]
-PROJECT_NAMESPACES += ["simdev-bench", "e2e-undeploy-0a1b2c"]
+PROJECT_NAMESPACES += ["simdev-bench", "e2e-undeploy-0a1b2c", "simdev-chaos", "simdev-metrics-e2e"]
 
 
 def load(name: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from simdev.operator import reconcile
 from simdev.operator.audit import Listed
+from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Outcome, RetryLater
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, NodeResources
@@ -31,6 +32,8 @@ class FakeDeployer:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.failure: Exception | None = None
         self.status_failures = 0
+        self.runtime = PluginRuntime("localhost/simdev-plugin:0.1.0")
+        self.ports: dict[str, int | None] = {}
         self.listed = Listed(frozenset(), frozenset(), frozenset())
         self.ready = 0
 
@@ -42,8 +45,11 @@ class FakeDeployer:
             device.spec.namespace, f"simdev-{device.name}", 1, 1, 1, self.ready, 1, self.ready
         )
 
-    def deploy(self, device: Device, namespaces: Iterable[str]) -> Outcome:
+    def deploy(
+        self, device: Device, namespaces: Iterable[str], metrics_port: int | None = None
+    ) -> Outcome:
         self.calls.append(("deploy", device.name, sorted(namespaces)))
+        self.ports[device.name] = metrics_port
         if self.failure:
             raise self.failure
         return Outcome(self._ds(device), [f"Created DaemonSet simdev-{device.name}"])
@@ -358,3 +364,22 @@ def test_metrics_count_reconciles_errors_and_managed_objects(device: DeviceFacto
     assert parse_endpoint("http://127.0.0.1:8090/metrics") == ("127.0.0.1", 8090)
     with pytest.raises(ValueError, match="SIMDEV_METRICS_ENDPOINT"):
         parse_endpoint("127.0.0.1:8090")
+
+
+def test_host_network_plugins_get_distinct_lasting_metrics_ports(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.deployer.runtime = PluginRuntime("img", host_network=True, metrics_port=9600)
+    # b's status already records 9600 (from an earlier operator run): a must not take it.
+    b = device("b", resourceName="x.io/b", status={"metricsPort": 9600})
+    harness.world = World(devices={"a": device("a"), "b": b})
+    harness.run("a")
+    harness.run("b")
+    assert harness.deployer.ports == {"a": 9601, "b": 9600}
+    assert harness.deployer.statuses["a"]["metricsPort"] == 9601
+    harness.run("a")
+    assert harness.deployer.ports["a"] == 9601  # kept on every reconcile
+    # Off the host network every plugin has its own pod IP: the default port for all.
+    harness.deployer.runtime = PluginRuntime("img")
+    harness.run("a")
+    assert harness.deployer.ports["a"] is None

@@ -8,7 +8,6 @@ make it refuse a pod.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +20,7 @@ from devices import (
     capacity,
     patch_spec,
     plugin_log,
+    plugin_namespace,
     plugin_pods,
     pod_status,
     run_consumer,
@@ -38,15 +38,7 @@ FOLLOW_SECONDS = 15
 
 @pytest.fixture(scope="module")
 def namespace(operator: Cluster) -> Iterator[str]:
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
-        },
-    }
-    operator.apply(json.dumps(manifest))
+    plugin_namespace(operator, NAMESPACE)
     yield NAMESPACE
     operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
 
