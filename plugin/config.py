@@ -21,6 +21,7 @@ import yaml
 from simdev.plugin.faults import Fault, FaultError, parse_faults
 from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
 from simdev.plugin.policies import AllocationPolicy, SharingPolicy
+from simdev.plugin.pools import POOLS_KEY, NodePool, PoolError, parse_pools, pool_for
 
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -65,6 +66,10 @@ class Config:
     # Prometheus metrics on this address and port; port 0: no metrics endpoint.
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 0
+    # Pools of nodes with their own settings (for_node picks one by the node's labels).
+    node_pools: tuple[NodePool, ...] = ()
+    # The pool these settings are a node's of; empty: the top level.
+    pool: str = ""
 
     @property
     def advertised_devices(self) -> int:
@@ -137,6 +142,10 @@ LIVE_KEYS = (
     "allocationPolicy",
     *GROUPS,
 )
+# The same, one key per setting ("sharing.replicas"): what a node pool's settings derive from.
+_LIVE_SETTINGS = frozenset(
+    s.key for s in SETTINGS if s.key in LIVE_KEYS or s.key.partition(".")[0] in GROUPS
+)
 
 
 def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
@@ -149,14 +158,17 @@ def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
     if env.get(FAULTS_ENV):
         faults = _faults_from_text(env[FAULTS_ENV], FAULTS_ENV)
     faults_source = FAULTS_ENV
+    pools: Any = None
     if config_file is not None:
         data = _read_file(config_file)
         if FAULTS_KEY in data:
             faults, faults_source = data.pop(FAULTS_KEY), f"{FAULTS_KEY} in {config_file}"
+        pools = data.pop(POOLS_KEY, None)
         for key, value in _string_values(data, f" in {config_file}").items():
             s = _BY_KEY[key]
             raw[s.field] = (value, f"{key} in {config_file}")
-    return replace(_build(raw), faults=_faults(faults, faults_source))
+    cfg = replace(_build(raw), faults=_faults(faults, faults_source))
+    return replace(cfg, node_pools=_pools(pools, cfg, f"--config {config_file}"))
 
 
 def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
@@ -178,7 +190,45 @@ def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
         live.update({k: v for k, v in given.items() if k in _BY_KEY and v is not None})
     for key, value in _string_values(live, located).items():
         raw[_BY_KEY[key].field] = (value, f"{key}{located}")
-    return replace(_build(raw), faults=_faults(spec.get(FAULTS_KEY), f"spec.faults of {where}"))
+    cfg = replace(_build(raw), faults=_faults(spec.get(FAULTS_KEY), f"spec.faults of {where}"))
+    return replace(cfg, node_pools=_pools(spec.get(POOLS_KEY), cfg, where))
+
+
+def for_node(cfg: Config, node_labels: Mapping[str, str]) -> Config:
+    """The settings of a node with these labels: its pool's (the first that matches) or cfg."""
+    return with_pool(cfg, pool_for(cfg.node_pools, node_labels))
+
+
+def with_pool(cfg: Config, pool: NodePool | None, location: str = "") -> Config:
+    """cfg, the top level's settings, with a pool's overrides on top, checked like the rest.
+
+    Every live setting is named as the pool's in errors (location, e.g. "nodePools[0] (big)
+    of SimulatedDevice gpu"): that is where the combination that fails is declared.
+    """
+    if pool is None:
+        return cfg
+    located = f" in {location or f'{POOLS_KEY} {pool.name}'}"
+    raw = {
+        s.field: (
+            _text(getattr(cfg, s.field)),
+            f"{s.key}{located}" if s.key in _LIVE_SETTINGS else s.env,
+        )
+        for s in SETTINGS
+    }
+    for key, value in _string_values(pool.settings, located).items():
+        raw[_BY_KEY[key].field] = (value, f"{key}{located}")
+    return replace(_build(raw), faults=cfg.faults, node_pools=cfg.node_pools, pool=pool.name)
+
+
+def _pools(raw: Any, cfg: Config, where: str) -> tuple[NodePool, ...]:
+    """The pools of a spec or file, each checked as a node of it would get its settings."""
+    try:
+        pools = parse_pools(raw)
+    except PoolError as err:
+        raise ConfigError(f"invalid {POOLS_KEY} of {where}: {err}") from err
+    for n, pool in enumerate(pools):
+        with_pool(cfg, pool, f"{POOLS_KEY}[{n}] ({pool.name}) of {where}")
+    return pools
 
 
 def _flatten(data: Mapping[str, Any], located: str) -> dict[str, Any]:
@@ -233,9 +283,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of settings")
     flat = _flatten(data, f" in {path}")
-    unknown = sorted(str(k) for k in flat if k not in _BY_KEY and k != FAULTS_KEY)
+    unknown = sorted(str(k) for k in flat if k not in _BY_KEY and k not in (FAULTS_KEY, POOLS_KEY))
     if unknown:
-        known = ", ".join([*_BY_KEY, FAULTS_KEY])
+        known = ", ".join([*_BY_KEY, FAULTS_KEY, POOLS_KEY])
         raise ConfigError(
             f"unknown key(s) in --config {path}: {', '.join(unknown)} (known keys: {known})"
         )

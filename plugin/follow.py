@@ -1,9 +1,9 @@
 """Following the plugin's own SimulatedDevice and Node through the API, for live changes.
 
 Turns each version of those two objects into an update of the simulation: the spec's live
-settings and faults, the fault clocks the operator recorded in the status, and the node's
-labels (fault node selectors match on them). An invalid version is logged and skipped, so
-the plugin keeps serving what it had.
+settings, node pools and faults, the fault clocks the operator recorded in the status, and
+the node's labels (node pools and fault node selectors match on them). An invalid version is
+logged and skipped, so the plugin keeps serving what it had.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Follower:
                     "numaNodes": cfg.numa_nodes or "-",
                     "policy": str(cfg.allocation_policy),
                     "faults": ",".join(f.name for f in cfg.faults) or "-",
+                    "pools": ",".join(p.name for p in cfg.node_pools) or "-",
                 }
             },
         )

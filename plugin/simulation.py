@@ -1,9 +1,10 @@
 """The live simulation of one node: settings and faults, turned into devices and behaviour.
 
 It owns what may change while the plugin runs (the device count, the prefixes, the faults,
-the node's labels) and derives the rest: the device set in the model, the allocation
-settings, which faults are active. A clock thread re-evaluates exactly when the next fault
-switches, so transitions are on time without polling. No gRPC here.
+the node pools, the node's labels) and derives the rest: the node's own settings (its
+pool's), the device set in the model, the allocation settings, which faults are active. A
+clock thread re-evaluates exactly when the next fault switches, so transitions are on time
+without polling. No gRPC here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from simdev.plugin.allocation import AllocationSettings
-from simdev.plugin.config import Config
+from simdev.plugin.config import Config, ConfigError, for_node
 from simdev.plugin.devices import DeviceModel, make_devices
 from simdev.plugin.faults import (
     ALLOCATE_DELAY,
@@ -41,6 +42,7 @@ MAX_WAIT_SECONDS = 30.0
 class State:
     """What the simulation derived at one moment; replaced whole, never changed."""
 
+    # The node's own settings: the top level's, or its pool's (config.pool names it).
     config: Config
     active: tuple[Fault, ...] = ()
     settings: AllocationSettings = field(default_factory=AllocationSettings)
@@ -76,9 +78,12 @@ class Simulation:
         self._clock = Clock()
         self._known = Clock()
         self._draws: dict[str, random.Random] = {}
+        # The top level's settings, with the pools; the state holds the node's own.
+        self._settings = config
         self._state = State(config, settings=allocation_settings(config))
         self._changed = False
         with self._lock:
+            self._resolve()
             self._evaluate()
 
     @property
@@ -86,11 +91,12 @@ class Simulation:
         return self._state
 
     def update(self, config: Config, anchors: Clock | None = None) -> None:
-        """New settings and faults (from the SimulatedDevice); anchors are the operator's."""
+        """New settings, pools and faults (from the SimulatedDevice); anchors are the operator's."""
         with self._lock:
-            self._state = State(config, self._state.active, allocation_settings(config))
+            self._settings = config
             if anchors is not None:
                 self._known = anchors
+            self._resolve()
             self._evaluate()
 
     def set_node_labels(self, labels: Mapping[str, str]) -> None:
@@ -98,6 +104,8 @@ class Simulation:
             if dict(labels) == dict(self._labels):
                 return
             self._labels = dict(labels)
+            # The node may have moved to another pool, and fault selectors may match anew.
+            self._resolve()
             self._evaluate()
 
     def allocation_settings(self) -> AllocationSettings:
@@ -139,6 +147,22 @@ class Simulation:
             self._changed = True
             self._lock.notify_all()
 
+    def _resolve(self) -> None:
+        # Caller holds the lock. The node's settings: the top level's or its pool's.
+        try:
+            cfg = for_node(self._settings, self._labels)
+        except ConfigError as err:
+            # Pools are checked when read, so only a hand-made Config gets here.
+            log.error("ignoring the node pool", extra={"fields": {"error": str(err)}})
+            cfg = self._settings
+        before = self._state.config.pool
+        if cfg.pool != before:
+            log.info(
+                "node pool changed",
+                extra={"fields": {"from": before or "-", "to": cfg.pool or "-"}},
+            )
+        self._state = State(cfg, self._state.active, allocation_settings(cfg))
+
     def _candidates(self) -> Sequence[Fault]:
         return [f for f in self._state.config.faults if f.matches(self._labels)]
 
@@ -173,6 +197,7 @@ class Simulation:
                 "devices changed",
                 extra={
                     "fields": {
+                        "pool": cfg.pool or "-",
                         "devices": cfg.number_devices,
                         "advertised": len(devices),
                         "unhealthy": len(reasons),

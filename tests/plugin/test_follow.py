@@ -62,3 +62,18 @@ def test_node_labels_select_faults() -> None:
     assert [f.name for f in sim.state.faults_of("Unhealthy")] == ["z"]
     follower.on_node({"metadata": {"name": "n1", "labels": {}}})
     assert sim.state.active == ()
+
+
+def test_node_labels_choose_the_pool() -> None:
+    sim = Simulation(BASE, DeviceModel(()))
+    follower = Follower(BASE, sim)
+    big = {"name": "big", "nodeSelector": {"size": "big"}, "numberDevices": 5}
+    follower.on_device(obj(numberDevices=2, nodePools=[big]))
+    assert (sim.state.config.pool, sim.state.config.number_devices) == ("", 2)
+    follower.on_node({"metadata": {"name": "n1", "labels": {"size": "big"}}})
+    assert (sim.state.config.pool, sim.state.config.number_devices) == ("big", 5)
+    # The spec's next version keeps the node in its pool.
+    follower.on_device(obj(numberDevices=3, nodePools=[{**big, "numberDevices": 7}]))
+    assert (sim.state.config.pool, sim.state.config.number_devices) == ("big", 7)
+    follower.on_device(obj(numberDevices=3))
+    assert (sim.state.config.pool, sim.state.config.number_devices) == ("", 3)

@@ -289,3 +289,62 @@ def test_policy_none_registers_again_without_preferred_allocation(
     third = plugin.connection(count=3)
     assert plugin.kubelet.registrations[2].options.get_preferred_allocation_available
     third.wait_for_list(lambda r: len(r.devices) == 4)
+
+
+# Node pools: the node's labels choose its settings, live.
+
+POOLS = [
+    {
+        "name": "big",
+        "nodeSelector": {"size": "big"},
+        "numberDevices": 6,
+        "sharing": {"replicas": 2},
+    },
+    {"name": "small", "nodeSelector": {"size": "small"}, "numberDevices": 1},
+]
+
+
+def test_the_node_moves_between_pools_live(
+    start_plugin: Start, simulation: Simulation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="simdev.plugin")
+    plugin = start_plugin(
+        behaviour=simulation, hold=simulation.plugin_down, model=simulation._model
+    )
+    conn = plugin.connection()
+    # Device 5 exists only on nodes of the big pool: fault indices are the node's own.
+    sick = {"name": "five", "type": "Unhealthy", "devices": {"indices": [5]}}
+    apply(simulation, numberDevices=4, nodePools=POOLS, faults=[sick])
+    health(conn)({dev(i): "Healthy" for i in range(4)})
+
+    simulation.set_node_labels({"size": "big", "zone": "a"})
+    expected = {rep(i, r): "Healthy" for i in range(6) for r in range(2)}
+    health(conn)({**expected, rep(5, 0): "Unhealthy", rep(5, 1): "Unhealthy"})
+    assert simulation.state.config.pool == "big"
+    (c,) = conn.allocate([[rep(4, 0)]]).container_responses
+    assert c.envs["SD_REPLICAS"] == f"{dev(4)}=1"
+
+    simulation.set_node_labels({"size": "small"})
+    health(conn)({dev(0): "Healthy"})
+    # A pool edited in the spec reaches its nodes at once.
+    apply(simulation, numberDevices=4, nodePools=[POOLS[0], {**POOLS[1], "numberDevices": 2}])
+    health(conn)({dev(0): "Healthy", dev(1): "Healthy"})
+    simulation.set_node_labels({})
+    health(conn)({dev(i): "Healthy" for i in range(4)})
+
+    moves = [
+        (r.__dict__["fields"]["from"], r.__dict__["fields"]["to"])
+        for r in caplog.records
+        if r.getMessage() == "node pool changed"
+    ]
+    assert moves == [("-", "big"), ("big", "small"), ("small", "-")]
+    # Live: one registration, the same stream all along.
+    assert len(plugin.kubelet.registrations) == 1
+
+
+def test_a_node_in_no_pool_ignores_pool_edits(simulation: Simulation) -> None:
+    simulation.set_node_labels({"size": "medium"})
+    apply(simulation, numberDevices=3, nodePools=POOLS)
+    assert (simulation.state.config.pool, simulation.state.config.number_devices) == ("", 3)
+    apply(simulation, numberDevices=3, nodePools=[{**POOLS[0], "numberDevices": 9}])
+    assert simulation.state.config.number_devices == 3
