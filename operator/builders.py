@@ -212,6 +212,9 @@ def plugin_config(device: Device) -> dict[str, Any]:
     # Absent means no topology, to the plugin as in the SimulatedDevice.
     if spec.numa_nodes is not None:
         config["topology"] = {"numaNodes": spec.numa_nodes}
+    # Only when there are pools: a plugin image older than pools refuses the key.
+    if spec.node_pools:
+        config["nodePools"] = [dict(p) for p in spec.node_pools]
     return config
 
 

@@ -67,10 +67,12 @@ class DeviceSpec:
     sharing_replicas: int = DEFAULT_SHARING_REPLICAS
     sharing_policy: str = DEFAULT_SHARING_POLICY
     fail_requests_greater_than_one: bool = False
+    # spec.nodePools as written (the plugin parses them too); validated by the API server.
+    node_pools: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def advertised_devices(self) -> int:
-        """What each node offers: every device once per replica."""
+        """What each node of the top level offers: every device once per replica."""
         return self.number_devices * self.sharing_replicas
 
 
@@ -121,6 +123,7 @@ class Device:
                 sharing_replicas=_int_or(sharing.get("replicas"), DEFAULT_SHARING_REPLICAS),
                 sharing_policy=str(sharing.get("policy") or DEFAULT_SHARING_POLICY),
                 fail_requests_greater_than_one=bool(sharing.get("failRequestsGreaterThanOne")),
+                node_pools=tuple(spec.get("nodePools") or ()),
             ),
             status=dict(body.get("status") or {}),
         )

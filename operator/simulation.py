@@ -1,9 +1,10 @@
 """What the simulation should look like on each node, and what it does: pure functions.
 
 The operator evaluates the same faults as the plugins (``simdev.plugin.faults``), from the
-clock anchors it records in ``status.faults[].since``. That gives one schedule for every
-node, the per-node rows of ``status.nodeDevices`` and one Event per fault per transition,
-however many nodes flap with it.
+clock anchors it records in ``status.faults[].since``, and puts each node in its pool by the
+plugins' rule (``simdev.plugin.pools``). That gives one schedule for every node, the per-node
+rows of ``status.nodeDevices`` and one Event per fault per transition, however many nodes
+flap with it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from simdev.plugin.faults import (
     recorded_clock,
     to_time,
 )
+from simdev.plugin.pools import NodePool, PoolError, overlay, parse_pools, pool_for
 
 # status.nodeDevices lists at most this many nodes, the interesting ones first: about
 # 200 bytes each keeps the status far below the API server's object size limit even on
@@ -39,6 +41,22 @@ def faults_of(device: Device) -> tuple[Fault, ...]:
         return parse_faults(list(device.spec.faults))
     except FaultError:
         return ()
+
+
+def pools_of(device: Device) -> tuple[NodePool, ...]:
+    """The parsed node pools; the API server validated them, so an error means none apply."""
+    try:
+        return parse_pools(list(device.spec.node_pools))
+    except PoolError:
+        return ()
+
+
+def node_counts(device: Device, pool: NodePool | None) -> tuple[int, int]:
+    """Physical devices and replicas on a node of pool (None: the top level)."""
+    spec = device.spec
+    top = {"numberDevices": spec.number_devices, "sharing.replicas": spec.sharing_replicas}
+    settings = overlay(top, pool)
+    return int(settings["numberDevices"]), int(settings["sharing.replicas"])
 
 
 def fault_clock(device: Device, status: Mapping[str, Any], now: float) -> Clock:
@@ -60,6 +78,12 @@ class NodeRow:
     expected_capacity: int
     expected_allocatable: int
     active_faults: tuple[str, ...]
+    # The node's pool; empty: the top level.
+    pool: str = ""
+    # spec.nodeSelector matches the node, so the DaemonSet may run a plugin there.
+    selected: bool = True
+    # The node reports the resource: a plugin registered there at some point.
+    reported: bool = True
 
     @property
     def as_expected(self) -> bool:
@@ -69,13 +93,15 @@ class NodeRow:
         )
 
     def as_status(self) -> dict[str, Any]:
-        return {
+        row = {
             "name": self.name,
             "capacity": self.capacity,
             "allocatable": self.allocatable,
             "allocated": self.allocated,
             "activeFaults": list(self.active_faults),
         }
+        # Absent for the top level, so objects without pools keep the status they had.
+        return {**row, "pool": self.pool} if self.pool else row
 
 
 def _selected(device: Device, node: NodeResources) -> bool:
@@ -91,15 +117,16 @@ def node_rows(
 ) -> list[NodeRow]:
     """One row per node that runs this simulation or still reports its resource."""
     resource = device.spec.resource_name
-    count = device.spec.number_devices
-    # Faults act on physical devices; a node advertises each of them once per replica.
-    replicas = device.spec.sharing_replicas
     faults = faults_of(device)
+    pools = pools_of(device)
     rows = []
     for node in nodes:
         selected = _selected(device, node)
         if not selected and resource not in node.capacity:
             continue
+        pool = pool_for(pools, node.labels) if selected else None
+        # Faults act on physical devices; a node advertises each of them once per replica.
+        count, replicas = node_counts(device, pool)
         active = (
             [f for f in faults if f.matches(node.labels) and is_active(f, clock, now)]
             if selected
@@ -121,6 +148,9 @@ def node_rows(
                     0 if down or not selected else (count - len(broken)) * replicas
                 ),
                 active_faults=tuple(f.name for f in active),
+                pool=pool.name if pool else "",
+                selected=selected,
+                reported=resource in node.capacity,
             )
         )
     return rows

@@ -60,24 +60,85 @@ def judge(
             f"{daemon_set.updated} up to date"
         )
         return Verdict(False, "DaemonSetNotReady", msg, True, "RollingOut", msg)
+    if device.spec.node_pools:
+        return _judge_per_node(device, daemon_set.desired, totals, rows)
     # Devices that active faults take away on purpose are expected to be missing.
     held_back = sum(r.expected_capacity - r.expected_allocatable for r in rows)
     # With sharing a node offers every device once per replica.
     per_node = device.spec.advertised_devices
     expected = per_node * daemon_set.desired - held_back
     if totals.allocatable != expected:
-        msg = (
-            f"nodes offer {totals.allocatable} {resource}, expected {expected} "
-            f"({per_node} on each of {daemon_set.desired} nodes"
-            + (f", {held_back} held back by faults" if held_back else "")
-            + "); waiting for the kubelet to report them"
+        return _not_advertised(
+            device, totals, expected, f"{per_node} on each of {daemon_set.desired} nodes", held_back
         )
-        return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
     nodes = "1 node offers" if daemon_set.desired == 1 else f"{daemon_set.desired} nodes offer"
     msg = f"{nodes} {per_node} {resource} each"
     if held_back:
         msg += f"; faults hold back {held_back}"
     return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")
+
+
+def plugin_rows(rows: Sequence[NodeRow], desired: int) -> list[NodeRow]:
+    """The rows of the nodes that run a plugin, as far as the operator can tell.
+
+    The DaemonSet says how many do, spec.nodeSelector which may. When it runs on fewer of
+    those (taints it does not tolerate), nodes that report the resource come first: a node
+    where no plugin ever registered does not.
+    """
+    candidates = sorted((r for r in rows if r.selected), key=lambda r: (not r.reported, r.name))
+    return candidates[:desired]
+
+
+def _judge_per_node(
+    device: Device, desired: int, totals: DeviceTotals, rows: Sequence[NodeRow]
+) -> Verdict:
+    """With node pools, each node has its own expectation: the sum over the plugins' nodes."""
+    counted = plugin_rows(rows, desired)
+    if len(counted) < desired:
+        msg = (
+            f"the plugin runs on {desired} nodes, {len(counted)} of them known to match "
+            "spec.nodeSelector; waiting for the node list to catch up"
+        )
+        return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
+    held_back = sum(r.expected_capacity - r.expected_allocatable for r in counted)
+    expected = sum(r.expected_allocatable for r in counted)
+    breakdown = _breakdown(device, counted)
+    if totals.allocatable != expected:
+        return _not_advertised(device, totals, expected, breakdown, held_back)
+    nodes = "1 node offers" if desired == 1 else f"{desired} nodes offer"
+    offered = sum(r.expected_capacity for r in counted)
+    msg = f"{nodes} {offered} {device.spec.resource_name}: {breakdown}"
+    if held_back:
+        msg += f"; faults hold back {held_back}"
+    return Verdict(True, "DevicesAdvertised", msg, False, "RolloutComplete", "")
+
+
+def _breakdown(device: Device, rows: Sequence[NodeRow]) -> str:
+    """What the nodes of each pool offer, in the spec's order, the top level last."""
+    order = [str(p.get("name", "")) for p in device.spec.node_pools] + [""]
+    parts = []
+    for pool in order:
+        members = [r for r in rows if r.pool == pool]
+        if not members:
+            continue
+        # Every node of a pool expects the same capacity.
+        per, n = members[0].expected_capacity, len(members)
+        where = f"in pool {pool}" if pool else "at the top level"
+        on = "on 1 node" if n == 1 else f"on each of {n} nodes"
+        parts.append(f"{per} {on} {where}")
+    return ", ".join(parts)
+
+
+def _not_advertised(
+    device: Device, totals: DeviceTotals, expected: int, detail: str, held_back: int
+) -> Verdict:
+    msg = (
+        f"nodes offer {totals.allocatable} {device.spec.resource_name}, expected {expected} "
+        f"({detail}"
+        + (f", {held_back} held back by faults" if held_back else "")
+        + "); waiting for the kubelet to report them"
+    )
+    return Verdict(False, "DevicesNotAdvertised", msg, True, "WaitingForKubelet", msg)
 
 
 def _condition(

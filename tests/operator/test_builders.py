@@ -18,7 +18,7 @@ from simdev.operator.model import (
     PLUGIN_IMAGE_ID_ANNOTATION,
     Device,
 )
-from simdev.plugin.config import load
+from simdev.plugin.config import for_node, load
 
 DeviceFactory = Callable[..., Device]
 IMAGE = "localhost/simdev-plugin:0.1.0"
@@ -256,6 +256,21 @@ def test_the_plugin_reads_the_config_the_operator_writes(
     assert load({"NODE_NAME": "node-a"}, plain).numa_nodes is None
 
 
+def test_config_map_carries_node_pools_the_plugin_reads(
+    device: DeviceFactory, tmp_path: Path
+) -> None:
+    pools = [{"name": "big", "nodeSelector": {"size": "big"}, "sharing": {"replicas": 2}}]
+    d = device(numberDevices=3, nodePools=pools)
+    assert builders.plugin_config(d)["nodePools"] == pools
+    # Without pools the key stays out: plugin images from before pools would refuse it.
+    assert "nodePools" not in builders.plugin_config(device())
+    f = tmp_path / "config.yaml"
+    f.write_text(builders.render_config(d))
+    cfg = load({"NODE_NAME": "node-a"}, f)
+    assert [p.name for p in cfg.node_pools] == ["big"]
+    assert for_node(cfg, {"size": "big"}).advertised_devices == 6
+
+
 def test_config_hash_rolls_pods_only_for_what_plugins_cannot_take_live(
     device: DeviceFactory,
 ) -> None:
@@ -277,6 +292,7 @@ def test_config_hash_rolls_pods_only_for_what_plugins_cannot_take_live(
         {"annotationPrefix": "x.io/y"},
         {"deviceFilePrefix": "x"},
         {"faults": [fault]},
+        {"nodePools": [{"name": "p", "nodeSelector": {"a": "b"}, "numberDevices": 1}]},
     ):
         assert template_hash(device(**live)) == base, live
     assert template_hash(device(pluginName="other")) != base

@@ -128,3 +128,50 @@ def test_allocated_counts_unfinished_pods_per_node() -> None:
     assert PodDevices.from_body({"spec": {"containers": []}}) is None
     pods = [pod, PodDevices("n1", {RES: 1}), PodDevices("n2", {"other.io/x": 3})]
     assert allocated_on(RES, pods) == {"n1": 6}
+
+
+# Node pools: each node expects its pool's count, by the plugins' first-match rule.
+
+POOLS = [
+    {"name": "big", "nodeSelector": {"size": "big"}, "numberDevices": 8},
+    {
+        "name": "shared",
+        "nodeSelector": {"size": "big", "shared": "yes"},
+        "sharing": {"replicas": 4},
+    },
+    {"name": "shared-only", "nodeSelector": {"shared": "yes"}, "sharing": {"replicas": 4}},
+]
+
+
+def test_rows_expect_each_nodes_pool(device: DeviceFactory) -> None:
+    d = device(numberDevices=2, sharing={"replicas": 2}, nodePools=POOLS)
+    nodes = [
+        node("n1", 16, 16, size="big", shared="yes"),  # big comes first: 8 x 2
+        node("n2", 8, 8, shared="yes"),  # 2 x 4
+        node("n3", 4, 4),  # no pool: 2 x 2
+    ]
+    rows = {r.name: r for r in rows_for(d, nodes)}
+    assert {n: (r.pool, r.expected_capacity) for n, r in rows.items()} == {
+        "n1": ("big", 16),
+        "n2": ("shared-only", 8),
+        "n3": ("", 4),
+    }
+    assert all(r.as_expected for r in rows.values())
+    assert rows["n1"].as_status()["pool"] == "big"
+    # The top level's rows look as they did before pools.
+    assert "pool" not in rows["n3"].as_status()
+
+
+def test_faults_pick_from_the_nodes_own_devices(device: DeviceFactory) -> None:
+    sick = {"name": "last", "type": "Unhealthy", "devices": {"indices": [7]}}
+    d = device(numberDevices=2, nodePools=POOLS[:1], faults=[sick])
+    big, plain = rows_for(d, [node("n1", 8, 7, size="big"), node("n2", 2, 2)])
+    assert (big.expected_allocatable, big.active_faults) == (7, ("last",))
+    # Device 7 does not exist on a top-level node: the fault is active, nothing is lost.
+    assert (plain.expected_allocatable, plain.active_faults) == (2, ("last",))
+
+
+def test_nodes_outside_the_selector_belong_to_no_pool(device: DeviceFactory) -> None:
+    d = device(nodeSelector={"gpu": "yes"}, nodePools=POOLS[:1])
+    (stale,) = rows_for(d, [node("old", 8, 0, size="big")])
+    assert (stale.pool, stale.expected_capacity, stale.selected) == ("", 0, False)

@@ -10,7 +10,9 @@ import pytest
 from simdev.operator.conflicts import Conflict
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, DeviceTotals, NodeResources
+from simdev.operator.simulation import NodeRow, fault_clock, node_rows
 from simdev.operator.status import build_status, judge, status_patch, transition_events
+from simdev.plugin.faults import Clock
 
 DeviceFactory = Callable[..., Device]
 T0, T1 = "2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z"
@@ -245,3 +247,66 @@ def test_old_plugin_name_is_kept_until_the_rollout_ends(device: DeviceFactory) -
     kept = build_status(again, conflict=None, daemon_set=ds(2, 1), totals=DeviceTotals(), now=T1)
     assert kept["rollingFromPluginName"] == "p"
     assert status_with(ds(desired=2, ready=2))["rollingFromPluginName"] is None
+
+
+# Node pools: Ready sums each node's own expectation.
+
+POOLS = [{"name": "big", "nodeSelector": {"size": "big"}, "numberDevices": 8}]
+RES = "example.com/simple-device"
+
+
+def pool_rows(d: Device, *nodes: NodeResources) -> list[NodeRow]:
+    return node_rows(d, nodes, {}, Clock(), 0.0)
+
+
+def res_node(name: str, count: int | None, **labels: str) -> NodeResources:
+    held = {} if count is None else {RES: count}
+    return NodeResources(name, held, held, labels)
+
+
+def test_ready_with_pools_sums_the_nodes_expectations(device: DeviceFactory) -> None:
+    d = device(numberDevices=2, nodePools=POOLS)
+    rows = pool_rows(
+        d, res_node("n1", 8, size="big"), res_node("n2", 8, size="big"), res_node("n3", 2)
+    )
+    ready = judge(d, conflict=None, daemon_set=ds(3, 3), totals=DeviceTotals(3, 18, 18), rows=rows)
+    assert ready.ready, ready.message
+    assert ready.message == (
+        "3 nodes offer 18 example.com/simple-device: 8 on each of 2 nodes in pool big, "
+        "2 on 1 node at the top level"
+    )
+    # The kubelet still shows a big node's old count: 12 of 18.
+    short = judge(d, conflict=None, daemon_set=ds(3, 3), totals=DeviceTotals(3, 12, 12), rows=rows)
+    assert (short.ready, short.reason) == (False, "DevicesNotAdvertised")
+    assert "expected 18 (8 on each of 2 nodes in pool big, 2 on 1 node" in short.message
+
+
+def test_nodes_without_a_plugin_pod_are_not_expected(device: DeviceFactory) -> None:
+    d = device(numberDevices=2, nodePools=POOLS)
+    # n0 matches but its taint keeps the plugin away: it never reported the resource.
+    rows = pool_rows(d, res_node("n0", None, size="big"), res_node("n1", 8, size="big"))
+    verdict = judge(d, conflict=None, daemon_set=ds(1, 1), totals=DeviceTotals(1, 8, 8), rows=rows)
+    assert verdict.ready, verdict.message
+    assert verdict.message.startswith("1 node offers 8 example.com/simple-device: 8 on 1 node")
+
+
+def test_with_pools_a_node_the_operator_does_not_know_blocks_ready(device: DeviceFactory) -> None:
+    d = device(numberDevices=2, nodePools=POOLS)
+    rows = pool_rows(d, res_node("n1", 8, size="big"))
+    verdict = judge(d, conflict=None, daemon_set=ds(2, 2), totals=DeviceTotals(1, 8, 8), rows=rows)
+    assert (verdict.ready, verdict.reason) == (False, "DevicesNotAdvertised")
+    assert "1 of them known to match spec.nodeSelector" in verdict.message
+
+
+def test_faults_in_a_pool_hold_back_that_pools_devices(device: DeviceFactory) -> None:
+    sick = {"name": "two", "type": "Unhealthy", "devices": {"count": 2}}
+    d = device(numberDevices=2, nodePools=POOLS, faults=[sick])
+    clock = fault_clock(d, {}, 0.0)
+    rows = node_rows(d, [res_node("n1", 8, size="big"), res_node("n2", 2)], {}, clock, 0.0)
+    verdict = judge(d, conflict=None, daemon_set=ds(2, 2), totals=DeviceTotals(2, 10, 6), rows=rows)
+    assert verdict.ready, verdict.message
+    assert verdict.message.endswith("; faults hold back 4")
+    status = build_status(
+        d, conflict=None, daemon_set=ds(2, 2), totals=DeviceTotals(2, 10, 6), now=T0, rows=rows
+    )
+    assert {r["name"]: r.get("pool") for r in status["nodeDevices"]} == {"n1": "big", "n2": None}
