@@ -556,16 +556,19 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("key", BAD_KEYS)
-@pytest.mark.parametrize("where", ["spec", "fault"])
-def test_selector_keys_must_be_label_keys(api: Cluster, where: str, key: str) -> None:
+def with_selector(where: str, selector: dict[str, str]) -> tuple[str, str]:
+    """A manifest with this selector in the spec, a fault or a node pool, and its field."""
     if where == "spec":
-        body, field = manifest(nodeSelector={key: "x"}), "spec.nodeSelector"
-    else:
-        body, field = (
-            manifest(faults=[fault(nodeSelector={key: "x"})]),
-            "spec.faults[0].nodeSelector",
-        )
+        return manifest(nodeSelector=selector), "spec.nodeSelector"
+    if where == "pool":
+        return manifest(nodePools=[pool("p", selector)]), "spec.nodePools[0].nodeSelector"
+    return manifest(faults=[fault(nodeSelector=selector)]), "spec.faults[0].nodeSelector"
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+@pytest.mark.parametrize("where", ["spec", "fault", "pool"])
+def test_selector_keys_must_be_label_keys(api: Cluster, where: str, key: str) -> None:
+    body, field = with_selector(where, {key: "x"})
     code, _, err = dry_run(api, body)
     assert code != 0, f"{key!r} was accepted"
     assert f"{field}: Invalid value" in err, err
@@ -573,13 +576,9 @@ def test_selector_keys_must_be_label_keys(api: Cluster, where: str, key: str) ->
 
 
 @pytest.mark.parametrize("value", [*BAD_VALUES, pytest.param("v" * 64, id="value-64")])
-@pytest.mark.parametrize("where", ["spec", "fault"])
+@pytest.mark.parametrize("where", ["spec", "fault", "pool"])
 def test_selector_values_must_be_label_values(api: Cluster, where: str, value: str) -> None:
-    if where == "spec":
-        body, field = manifest(nodeSelector={"zone": value}), "spec.nodeSelector"
-    else:
-        body = manifest(faults=[fault(nodeSelector={"zone": value})])
-        field = "spec.faults[0].nodeSelector"
+    body, field = with_selector(where, {"zone": value})
     code, _, err = dry_run(api, body)
     assert code != 0, f"{value!r} was accepted"
     # OpenAPI names a map entry .zone, CEL [zone]: either names the field.
@@ -666,3 +665,163 @@ def test_too_many_selector_labels_are_refused(api: Cluster) -> None:
     code, _, err = dry_run(api, manifest(nodeSelector={f"k{i}": "v" for i in range(65)}))
     assert code != 0
     assert "spec.nodeSelector" in err and "at most 64" in err, err
+
+
+# Node pools.
+
+
+def pool(
+    name: str = "big", selector: dict[str, str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "nodeSelector": {"size": "big"} if selector is None else selector,
+        **fields,
+    }
+
+
+def test_node_pools_round_trip_without_defaults(api: Cluster) -> None:
+    pools = [
+        pool("big", numberDevices=8, topology={"numaNodes": 2}, sharing={"replicas": 2}),
+        pool("shared", {"simdev.io/shared": "true", "zone": ""}, sharing={"policy": "Packed"}),
+        pool("all", {}),
+    ]
+    code, out, err = dry_run(api, manifest(sharing={"replicas": 3}, nodePools=pools))
+    assert code == 0, err
+    # Nothing is defaulted inside a pool: what it leaves out is the top level's.
+    assert json.loads(out)["spec"]["nodePools"] == pools
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"nodePools": [pool(numberDevices=10000)]}, id="pool-devices-10000"),
+        pytest.param(
+            {"nodePools": [pool(sharing={"replicas": 5000})]}, id="pool-replicas-times-top-2"
+        ),
+        pytest.param(
+            {"numberDevices": 5000, "sharing": {"replicas": 2}, "nodePools": [pool()]},
+            id="pool-inherits-10000",
+        ),
+        pytest.param(
+            {"numberDevices": 10000, "nodePools": [pool(numberDevices=1, sharing={"replicas": 1})]},
+            id="pool-smaller-than-top",
+        ),
+        pytest.param({"nodePools": [pool(f"p{i}") for i in range(32)]}, id="32-pools"),
+    ],
+)
+def test_valid_pool_edges_are_accepted(api: Cluster, spec: dict[str, Any]) -> None:
+    code, _, err = dry_run(api, manifest(**spec))
+    assert code == 0, err
+
+
+POOL_LIMIT = "spec.nodePools[].numberDevices * spec.nodePools[].sharing.replicas"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "reason"),
+    [
+        pytest.param(
+            {"nodePools": [pool("twin"), pool("twin", {"zone": "a"})]},
+            "spec.nodePools[1]",
+            "Duplicate value",
+            id="duplicate-names",
+        ),
+        pytest.param(
+            {"nodePools": [pool("Big_Pool")]},
+            "spec.nodePools[0].name",
+            "DNS-1123 label",
+            id="name-not-a-dns-label",
+        ),
+        pytest.param(
+            {"nodePools": [{"name": "big", "numberDevices": 4}]},
+            "spec.nodePools[0].nodeSelector",
+            "Required value",
+            id="no-selector",
+        ),
+        pytest.param(
+            {"nodePools": [pool(f"p{i}") for i in range(33)]},
+            "spec.nodePools",
+            "must have at most 32 items",
+            id="33-pools",
+        ),
+        pytest.param(
+            {"nodePools": [pool(numberDevices=10001)]},
+            "spec.nodePools[0].numberDevices",
+            "less than or equal to 10000",
+            id="pool-devices-10001",
+        ),
+        pytest.param(
+            {"nodePools": [pool(numberDevices=5001, sharing={"replicas": 2})]},
+            "spec.nodePools",
+            f'pool "big": {POOL_LIMIT}',
+            id="limit-in-the-pool",
+        ),
+        pytest.param(
+            {
+                "sharing": {"replicas": 2},
+                "nodePools": [pool(), pool("huge", {}, numberDevices=5001)],
+            },
+            "spec.nodePools",
+            f'pool "huge": {POOL_LIMIT}',
+            id="limit-with-top-level-replicas",
+        ),
+        pytest.param(
+            {"numberDevices": 5000, "nodePools": [pool(sharing={"replicas": 3})]},
+            "spec.nodePools",
+            f'pool "big": {POOL_LIMIT}',
+            id="limit-with-top-level-devices",
+        ),
+        pytest.param(
+            {"nodePools": [pool(topology={})]},
+            "spec.nodePools[0].topology.numaNodes",
+            "Required value",
+            id="topology-without-numa-nodes",
+        ),
+        pytest.param(
+            {"nodePools": [pool(topology={"numaNodes": 65})]},
+            "spec.nodePools[0].topology.numaNodes",
+            "less than or equal to 64",
+            id="numa-nodes-65",
+        ),
+        pytest.param(
+            {"nodePools": [pool(sharing={"replicas": 0})]},
+            "spec.nodePools[0].sharing.replicas",
+            "greater than or equal to 1",
+            id="replicas-0",
+        ),
+        pytest.param(
+            {"nodePools": [pool(sharing={"policy": "Even"})]},
+            "spec.nodePools[0].sharing.policy",
+            'Unsupported value: "Even"',
+            id="sharing-policy-unknown",
+        ),
+        pytest.param(
+            {"nodePools": [pool("big", {f"k{i}": "v" for i in range(65)})]},
+            "spec.nodePools[0].nodeSelector",
+            "at most 64",
+            id="65-labels",
+        ),
+    ],
+)
+def test_invalid_pools_are_refused_by_name(
+    api: Cluster, spec: dict[str, Any], field: str, reason: str
+) -> None:
+    code, _, err = dry_run(api, manifest(**spec))
+    assert code != 0, f"{spec} was accepted"
+    assert field in err, err
+    assert reason in err, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"numberDevice": 3}, "spec.nodePools[0].numberDevice"),
+        ({"allocationPolicy": "Spread"}, "spec.nodePools[0].allocationPolicy"),
+        ({"sharing": {"replica": 2}}, "spec.nodePools[0].sharing.replica"),
+    ],
+)
+def test_unknown_pool_fields_are_refused(api: Cluster, extra: dict[str, Any], field: str) -> None:
+    code, _, err = dry_run(api, manifest(nodePools=[pool(**extra)]))
+    assert code != 0
+    assert f'unknown field "{field}"' in err, err

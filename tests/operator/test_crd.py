@@ -16,8 +16,10 @@ import yaml
 
 from simdev.operator import model
 from simdev.operator.conflicts import Conflict
-from simdev.operator.observed import DaemonSetState, DeviceTotals
+from simdev.operator.observed import DaemonSetState, DeviceTotals, NodeResources
+from simdev.operator.simulation import node_rows
 from simdev.operator.status import build_status
+from simdev.plugin.faults import Clock
 from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
 from simdev.plugin.policies import AllocationPolicy, SharingPolicy
 
@@ -59,6 +61,21 @@ def test_schema_defaults_match_the_operator(version: dict[str, Any]) -> None:
     assert sharing["policy"]["default"] == model.DEFAULT_SHARING_POLICY
     assert sharing["policy"]["enum"] == [p.value for p in SharingPolicy]
     assert "default" not in spec["topology"]  # absent means no topology
+    # A pool inherits what it leaves out, so nothing in it has a default.
+    assert not defaults_in(spec["nodePools"])
+
+
+def defaults_in(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return "default" in schema or any(defaults_in(v) for v in schema.values())
+    return isinstance(schema, list) and any(defaults_in(v) for v in schema)
+
+
+def test_pool_selectors_are_checked_like_the_spec_selector(version: dict[str, Any]) -> None:
+    spec = spec_schema(version)
+    assert spec["nodePools"]["items"]["properties"]["nodeSelector"] | {"description": ""} == spec[
+        "nodeSelector"
+    ] | {"description": ""}
 
 
 def test_one_device_limit_for_the_crd_and_the_plugin(version: dict[str, Any]) -> None:
@@ -68,11 +85,23 @@ def test_one_device_limit_for_the_crd_and_the_plugin(version: dict[str, Any]) ->
     assert spec["sharing"]["properties"]["replicas"]["maximum"] == MAX_DEVICES
     assert spec["topology"]["properties"]["numaNodes"]["maximum"] == MAX_NUMA_NODES
     rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
-    (product,) = [r for r in rules if "self.sharing.replicas" in r["rule"]]
+    by_field = {r["fieldPath"]: r for r in rules}
+    product = by_field[".numberDevices"]
     assert re.search(r"<=\s*(\d+)\s*$", product["rule"]).group(1) == str(MAX_DEVICES)  # type: ignore[union-attr]
     assert f"at most {MAX_DEVICES}," in product["message"]
     assert "spec.numberDevices" in product["message"]
     assert "spec.sharing.replicas" in product["message"]
+    # The same bound on every node pool.
+    pools = by_field[".nodePools"]
+    assert re.search(r"<=\s*(\d+)\)\s*$", pools["rule"]).group(1) == str(MAX_DEVICES)  # type: ignore[union-attr]
+    assert f"> {MAX_DEVICES})" in pools["messageExpression"]
+    for text in (pools["message"], pools["messageExpression"]):
+        assert f"at most {MAX_DEVICES}," in text
+        assert "spec.nodePools[].numberDevices * spec.nodePools[].sharing.replicas" in text
+    pool = spec["nodePools"]["items"]["properties"]
+    assert pool["numberDevices"]["maximum"] == MAX_DEVICES
+    assert pool["sharing"]["properties"]["replicas"]["maximum"] == MAX_DEVICES
+    assert pool["topology"]["properties"]["numaNodes"]["maximum"] == MAX_NUMA_NODES
     # Faults pick physical devices, of which there are at most as many.
     devices = spec["faults"]["items"]["properties"]["devices"]["properties"]
     assert devices["indices"]["maxItems"] == MAX_DEVICES
@@ -108,9 +137,14 @@ def test_every_status_field_is_declared(
 ) -> None:
     schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     deployed = DaemonSetState("ns", "simdev-a", 1, 1, 1, 1, 1, 1)
+    pooled = device("a", nodePools=[{"name": "big", "nodeSelector": {}, "numberDevices": 4}])
+    rows = node_rows(pooled, [NodeResources("n1", {}, {})], {}, Clock(), 0.0)
     for status in (
         build_status(
             device("a"), conflict=None, daemon_set=deployed, totals=DeviceTotals(1, 2, 2), now="t"
+        ),
+        build_status(
+            pooled, conflict=None, daemon_set=deployed, totals=DeviceTotals(), now="t", rows=rows
         ),
         build_status(
             device("a"),
@@ -122,6 +156,7 @@ def test_every_status_field_is_declared(
     ):
         present = {k: v for k, v in status.items() if v is not None}
         assert undeclared(present, schema, "status") == []
+    assert rows[0].as_status()["pool"] == "big"
 
 
 def test_printer_columns_read_declared_fields(version: dict[str, Any]) -> None:
