@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 VBIN := $(VENV)/bin
 CLUSTER := cluster
-# Tests and scripts pick these up; KUBECONFIG overrides the local cluster.
-export KUBECTL ?= $(shell bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl')
+# Scripts run this kubectl: the local build's once it exists, else the one on PATH (a kind
+# cluster needs no local build). KUBECONFIG chooses the cluster.
+export KUBECTL ?= $(shell bash -c '. $(CLUSTER)/lib/common.sh; [ -x "$$BIN/kubectl" ] && echo "$$BIN/kubectl" || echo kubectl')
 
 .PHONY: help
 help: ## List the targets
@@ -15,7 +16,9 @@ help: ## List the targets
 
 ## ---- set-up -------------------------------------------------------------
 .PHONY: setup deps venv
-setup: deps venv ## Install everything: Debian packages, Kubernetes binaries, Python venv
+setup: deps venv ## Install everything: Debian packages, Python venv, Kubernetes binaries (fetching Go if needed)
+# build-k8s.sh takes its go from cluster/go-toolchain.sh: the one on PATH when new enough,
+# else the official toolchain, fetched once into the cache for this build only.
 	@bash $(CLUSTER)/build-k8s.sh >/dev/null
 
 deps: ## Debian packages (containerd, runc, CNI plugins, etcd, buildah, ...)
@@ -77,7 +80,7 @@ cluster-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG'
 
 cluster-kubectl: ## Print the path of the kubectl that matches the cluster
-	@echo $(KUBECTL)
+	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl'
 
 ## ---- images -------------------------------------------------------------
 .PHONY: images cluster-load-images

@@ -22,8 +22,6 @@ step() {
 bash "$here/install-deps.sh"
 bash "$here/build-k8s.sh" >/dev/null
 bash "$here/base-images.sh" pause busybox
-# A kubectl of the cluster's version on PATH, unless the machine already has one.
-command -v kubectl >/dev/null || ln -sfn "$BIN/kubectl" /usr/local/bin/kubectl
 step "checked dependencies, binaries and base images"
 
 # Before anything is written: the kubelet root must be ours (see kubelet_root_ours).

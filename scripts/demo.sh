@@ -9,8 +9,9 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "local cluster"
 make -s cluster-up
-export KUBECONFIG=$(make -s cluster-kubeconfig)
-export KUBECTL=$(make -s cluster-kubectl)
+KUBECONFIG=$(make -s cluster-kubeconfig)
+KUBECTL=$(make -s cluster-kubectl)
+export KUBECONFIG KUBECTL
 kc() { "$KUBECTL" "$@"; }
 
 say "operator (images, CRD, RBAC, Deployment)"

@@ -4,7 +4,8 @@
 # base), then waits until the operator is available. Idempotent.
 #
 #   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
-#   KUBECTL      kubectl to run (default: kubectl)
+#   KUBECTL      kubectl to run (default: kubectl on PATH; make passes the local build's
+#                once it exists)
 #   SKIP_IMAGES  1: the images are already built and loaded (the e2e tests do that)
 #
 # Only the local simdev cluster and kind clusters are supported: they are the ones the

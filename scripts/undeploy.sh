@@ -4,7 +4,8 @@
 # CRD. Idempotent: whatever is already gone is skipped.
 #
 #   KUBECONFIG   cluster to use; unset: the local cluster's (make cluster-kubeconfig)
-#   KUBECTL      kubectl to run (default: kubectl)
+#   KUBECTL      kubectl to run (default: kubectl on PATH; make passes the local build's
+#                once it exists)
 set -euo pipefail
 TAG=undeploy
 . "$(dirname "$0")/lib.sh"
