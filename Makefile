@@ -82,6 +82,10 @@ cluster-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 cluster-kubectl: ## Print the path of the kubectl that matches the cluster
 	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl'
 
+.PHONY: helm
+helm: ## Print the path of helm (built from the Go module proxy the first time, then cached)
+	@bash $(CLUSTER)/build-helm.sh
+
 ## ---- images -------------------------------------------------------------
 .PHONY: images cluster-load-images
 images: ## Build the operator and plugin images (buildah here; docker or podman when present)
