@@ -52,7 +52,7 @@ typecheck: venv
 	@ln -sfn ../../../plugin build/typecheck/simdev/plugin
 	@ln -sfn ../../../operator build/typecheck/simdev/operator
 	cd build/typecheck && MYPYPATH=. ../../$(VBIN)/mypy --config-file ../../pyproject.toml -p simdev.plugin -p simdev.operator
-	MYPYPATH=build/typecheck:tests $(VBIN)/mypy --explicit-package-bases tests bench
+	MYPYPATH=build/typecheck:tests $(VBIN)/mypy --explicit-package-bases tests bench scripts
 
 .PHONY: bench
 bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to the local cluster)
@@ -64,6 +64,10 @@ bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto
 	@PATH=$(abspath $(VBIN)):$$PATH bash scripts/gen-proto.sh
+
+.PHONY: chart
+chart: venv ## Regenerate charts/simdev/templates from manifests/base (the one source)
+	@$(VBIN)/python scripts/gen_chart.py
 
 ## ---- local cluster --------------------------------------------------------
 .PHONY: cluster-up cluster-down cluster-clean cluster-kubeconfig cluster-kubectl
@@ -81,6 +85,10 @@ cluster-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 
 cluster-kubectl: ## Print the path of the kubectl that matches the cluster
 	@bash -c '. $(CLUSTER)/lib/common.sh; echo $$BIN/kubectl'
+
+.PHONY: helm
+helm: ## Print the path of helm (built from the Go module proxy the first time, then cached)
+	@bash $(CLUSTER)/build-helm.sh
 
 ## ---- images -------------------------------------------------------------
 .PHONY: images cluster-load-images

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Prints the path of a go new enough for cluster/k8s/go.mod (its `go` line, and its
-# `toolchain` line when there is one). That is the go on PATH when it is new enough;
-# otherwise the official toolchain of the version go.mod names, fetched once as the module
-# golang.org/toolchain (the zips and checksums go itself uses to switch toolchains) into
-# $SIMDEV_CACHE/go/go<version>. That copy only builds Kubernetes: it never goes on PATH.
+# Prints the path of a go new enough for a go.mod (its `go` line, and its `toolchain` line
+# when there is one): the one given as the first argument, cluster/k8s/go.mod by default.
+# That is the go on PATH when it is new enough; otherwise the official toolchain of the
+# version go.mod names, fetched once as the module golang.org/toolchain (the zips and
+# checksums go itself uses to switch toolchains) into $SIMDEV_CACHE/go/go<version>. That
+# copy only builds what the go.mod is for (Kubernetes, helm): it never goes on PATH.
 # Debian 12's own go (1.19) is too old to read go.mod, but it can fetch the module: it is
 # installed for that when there is no go at all.
 set -euo pipefail
@@ -11,7 +12,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/common.sh
 . "$here/lib/common.sh"
 
-gomod=$here/k8s/go.mod
+gomod=${1:-$here/k8s/go.mod}
+[ -f "$gomod" ] || die "no such go.mod: $gomod"
 
 # version_fields V: V (1.24.0, 1.21rc2, 1.20) as "major minor kind pre patch", fields that
 # order like go's own versions: 1.21 (a language version) < 1.21rc1 < 1.21.0 < 1.21.1.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from clusterlib import Cluster, ensure_images, local_cluster
+from helmlib import Helm, build_helm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,15 @@ def cluster() -> Iterator[Cluster]:
 def images(cluster: Cluster) -> dict[str, str]:
     """Builds the project images and loads them into the cluster; returns name -> ref."""
     return ensure_images(REPO, cluster)
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """helm from cluster/build-helm.sh: built once per machine (a few minutes), then cached.
+
+    Tests that use it need a timeout long enough for that first build.
+    """
+    return Helm(build_helm(REPO), tmp_path_factory.mktemp("helm-home"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

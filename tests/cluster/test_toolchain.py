@@ -82,10 +82,12 @@ def default_cache() -> Path:
     return Path(out.stdout.strip())
 
 
-def run_script(path: str, cache: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    path: str, cache: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path, "SIMDEV_CACHE": str(cache), **extra}
     return subprocess.run(
-        ["bash", str(SCRIPT)], env=env, text=True, capture_output=True, timeout=1800
+        ["bash", str(SCRIPT), *args], env=env, text=True, capture_output=True, timeout=1800
     )
 
 
@@ -141,8 +143,9 @@ class Fake:
         self.log = tmp_path / "calls.log"
         self.cache = tmp_path / "cache"
 
-    def run(self, **extra: str) -> subprocess.CompletedProcess[str]:
-        return run_script(f"{self.bin}:{SYSTEM_PATH}", self.cache, FAKE_LOG=str(self.log), **extra)
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        path = f"{self.bin}:{SYSTEM_PATH}"
+        return run_script(path, self.cache, *args, FAKE_LOG=str(self.log), **extra)
 
     def calls(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
@@ -233,3 +236,20 @@ def test_broken_cached_toolchain_is_fetched_again(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(fake.cached_go())
     assert reported_version(str(fake.cached_go())) == release()
+
+
+def test_a_go_mod_named_as_argument_sets_the_version(tmp_path: Path) -> None:
+    """cluster/build-helm.sh asks for a go new enough for cluster/helm/go.mod instead."""
+    gomod = tmp_path / "go.mod"
+    gomod.write_text("module example.com/other\n\ngo 1.99.1\n")
+    fake = Fake(tmp_path, required(), fetches="1.99.1")
+    default = fake.run()
+    assert default.stdout.strip().splitlines()[-1] == str(fake.go)
+    out = fake.run(str(gomod))
+    assert out.returncode == 0, out.stderr
+    fetched = fake.cache / "go" / "go1.99.1" / "bin" / "go"
+    assert out.stdout.strip().splitlines()[-1] == str(fetched)
+    assert reported_version(str(fetched)) == "1.99.1"
+    missing = fake.run(str(tmp_path / "nowhere" / "go.mod"))
+    assert missing.returncode != 0
+    assert "no such go.mod" in missing.stderr

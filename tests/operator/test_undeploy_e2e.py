@@ -1,8 +1,9 @@
 """make undeploy on a real cluster: the SimulatedDevices go first, then the operator and CRD.
 
 It removes the operator and the CRD that every other operator test needs, so it is marked
-last. The cluster is left without the operator: the next session's deploy fixture runs
-scripts/deploy.sh again, which installs everything afresh.
+last, like the helm test, which removes them too: it deploys again first. The cluster is
+left without the operator: the next session's deploy fixture runs scripts/deploy.sh again,
+which installs everything afresh.
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ def test_undeploy_deletes_the_devices_first_then_the_operator_and_the_crd(
     operator: Cluster, tmp_path: Path
 ) -> None:
     cluster = operator
-    # A cluster test that ran before may have restarted the cluster: start from a live operator.
-    cluster.kubectl(
-        "rollout", "status", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR}", "--timeout=180s"
+    # The helm test may have removed the operator, and a cluster test restarted the cluster:
+    # deploy again (idempotent), which waits until the operator is available.
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "deploy.sh")],
+        env={**cluster.env(), "SKIP_IMAGES": "1"},
+        check=True,
+        timeout=600,
     )
     name = f"e2e-undeploy-{uuid.uuid4().hex[:6]}"
     resource = f"e2e.simdev.io/{name}"
