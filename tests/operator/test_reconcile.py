@@ -243,6 +243,25 @@ def test_needing_reconcile_picks_only_objects_whose_facts_moved(
     assert harness.reconciler.needing_reconcile(harness.world) == ["b"]
 
 
+def test_a_node_moving_to_a_pool_is_noticed(harness: Harness, device: DeviceFactory) -> None:
+    res = "example.com/simple-device"
+    pools = [{"name": "big", "nodeSelector": {"size": "big"}, "numberDevices": 4}]
+    d = device("a", nodePools=pools)
+    harness.deployer.ready = 1
+    harness.world = World(devices={"a": d}, nodes=(NodeResources("n1", {res: 2}, {res: 2}),))
+    harness.run("a")
+    assert harness.ready("a")["status"] == "True"
+    assert harness.reconciler.needing_reconcile(harness.world) == []
+    # The node is labelled into the pool: its row changes before the kubelet's counts do.
+    moved = NodeResources("n1", {res: 2}, {res: 2}, {"size": "big"})
+    harness.world = World(devices={"a": d}, nodes=(moved,))
+    assert harness.reconciler.needing_reconcile(harness.world) == ["a"]
+    harness.run("a")
+    (row,) = harness.deployer.statuses["a"]["nodeDevices"]
+    assert row["pool"] == "big"
+    assert "expected 4 (4 on 1 node in pool big)" in harness.ready("a")["message"]
+
+
 def test_a_resolved_conflict_is_noticed(harness: Harness, device: DeviceFactory) -> None:
     first = device("first", created="2030-01-01T00:00:01Z")
     later = device("later", created="2030-01-01T00:00:02Z")
