@@ -68,7 +68,7 @@ class Config:
     metrics_port: int = 0
     # Pools of nodes with their own settings (for_node picks one by the node's labels).
     node_pools: tuple[NodePool, ...] = ()
-    # The pool these settings are a node's of; empty: the top level.
+    # The node pool these settings come from; empty: the top level.
     pool: str = ""
 
     @property

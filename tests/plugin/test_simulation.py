@@ -18,6 +18,7 @@ import pytest
 from simdev.plugin.config import Config, with_spec
 from simdev.plugin.devices import DeviceModel
 from simdev.plugin.faults import Clock, parse_faults
+from simdev.plugin.pools import parse_pools
 from simdev.plugin.simulation import Simulation
 
 pytestmark = pytest.mark.timeout(30)
@@ -348,3 +349,13 @@ def test_a_node_in_no_pool_ignores_pool_edits(simulation: Simulation) -> None:
     assert (simulation.state.config.pool, simulation.state.config.number_devices) == ("", 3)
     apply(simulation, numberDevices=3, nodePools=[{**POOLS[0], "numberDevices": 9}])
     assert simulation.state.config.number_devices == 3
+
+
+def test_an_unchecked_pool_that_fails_leaves_the_top_level(
+    clock: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pools read from a spec or file are checked; one built by hand may not be valid.
+    pools = parse_pools([{"name": "huge", "nodeSelector": {}, "numberDevices": 20000}])
+    sim = Simulation(Config(node_name=NODE, node_pools=pools), DeviceModel(()), now=clock)
+    assert (sim.state.config.pool, sim.state.config.number_devices) == ("", 2)
+    assert "ignoring the node pool" in caplog.text
