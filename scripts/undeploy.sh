@@ -59,5 +59,13 @@ else
 fi
 
 say "removing the operator, its admission policies, the user roles and the CRD"
+# The policies go first, one at a time, while their parameters still exist: an API server
+# whose policy loses its ConfigMap's namespace in the same breath may never find parameters
+# again for a re-created policy (a Kubernetes bug), which would refuse every later
+# SimulatedDevice until that API server restarts.
+for kind in validatingadmissionpolicybinding validatingadmissionpolicy; do
+  kc delete "$kind" -l app.kubernetes.io/name=simdev-admission --ignore-not-found --wait=true >&2
+  sleep 1
+done
 kc delete -k "$repo/manifests/base" --ignore-not-found --wait=true >&2
 say "done"
