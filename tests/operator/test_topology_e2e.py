@@ -169,9 +169,11 @@ def test_policy_none_registers_again_and_still_serves(devices: Devices) -> None:
     cluster.wait_allocatable(resource, 4)
     pods = plugin_pods(devices, name)
     patch_spec(cluster, name, allocationPolicy="None")
+    # The switch happens on a fresh socket: wait until the kubelet has the new registration,
+    # since a pod admitted in between would meet no plugin.
     wait_for(
         "the plugin to register again without preferred allocations",
-        lambda: "registration changed" in plugin_log(devices, name),
+        lambda: "re-registered" in plugin_log(devices, name).split("registration changed", 1)[-1],
         timeout=FOLLOW_SECONDS,
     )
     cluster.wait_allocatable(resource, 4, timeout=FOLLOW_SECONDS)
