@@ -92,6 +92,12 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: Sequence[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -188,12 +194,16 @@ def sequential(plugin: Plugin, calls: int, warmup: int) -> dict[str, Any]:
     for i in range(warmup):
         plugin.conn.allocate([[ids[i % len(ids)]]])
     latencies = []
+    cpu = cpu_seconds(plugin.proc.pid)
     for i in range(calls):
         t0 = time.perf_counter()
         plugin.conn.allocate([[ids[i % len(ids)]]])
         latencies.append((time.perf_counter() - t0) * 1000)
+    cpu = cpu_seconds(plugin.proc.pid) - cpu
     return {
         "calls": calls,
+        # The plugin's own CPU time per call: steadier than latency on a busy machine.
+        "cpu_us_per_call": round(cpu / calls * 1e6, 1),
         "p50_ms": round(statistics.median(latencies), 3),
         "p99_ms": round(percentile(latencies, 99), 3),
         "max_ms": round(max(latencies), 3),
@@ -233,10 +243,12 @@ def concurrent(plugin: Plugin, clients: int, calls: int, limit_s: float) -> dict
     deadline[0] = time.perf_counter() + START_TIMEOUT + limit_s
     ready.wait(timeout=START_TIMEOUT)
     started = time.perf_counter()
+    cpu = cpu_seconds(plugin.proc.pid)
     deadline[0] = started + limit_s
     for t in threads:
         t.join(timeout=limit_s + 10)
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(plugin.proc.pid) - cpu
     if errors:
         raise RuntimeError(f"{plugin.name}: concurrent Allocate failed: {errors[0]}")
     return {
@@ -244,6 +256,7 @@ def concurrent(plugin: Plugin, clients: int, calls: int, limit_s: float) -> dict
         "calls": sum(done),
         "seconds": round(elapsed, 3),
         "per_second": round(sum(done) / elapsed, 1),
+        "cpu_us_per_call": round(cpu / max(1, sum(done)) * 1e6, 1),
     }
 
 
@@ -292,7 +305,9 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 METRICS = (
     ("sequential_p50_ms", ("sequential", "p50_ms")),
     ("sequential_p99_ms", ("sequential", "p99_ms")),
+    ("sequential_cpu_us_per_call", ("sequential", "cpu_us_per_call")),
     ("concurrent_per_second", ("concurrent", "per_second")),
+    ("concurrent_cpu_us_per_call", ("concurrent", "cpu_us_per_call")),
     ("rss_kib", ("rss_kib",)),
     ("peak_rss_kib", ("peak_rss_kib",)),
 )
@@ -427,7 +442,9 @@ def main() -> None:
 
     print(line("sequential_p50_ms", "ms"))
     print(line("sequential_p99_ms", "ms"))
+    print(line("sequential_cpu_us_per_call", "us"))
     print(line("concurrent_per_second", "calls/s"))
+    print(line("concurrent_cpu_us_per_call", "us"))
     print(line("rss_kib", "KiB"))
     print(line("peak_rss_kib", "KiB"))
     for shape, p in preferred_results.items():
