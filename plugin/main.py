@@ -100,6 +100,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     from simdev.plugin.supervisor import Supervisor
 
     logs.setup(log_format)
+    logs.lean_records()
     log = logging.getLogger("simdev.plugin")
     log.info(
         "starting",
