@@ -189,10 +189,12 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         return pb.PreferredAllocationResponse(
             container_responses=[
                 pb.ContainerPreferredAllocationResponse(
+                    # The repeated fields are read as they are: a copy of 10,000 IDs
+                    # costs as much as the ranking.
                     deviceIDs=preferred_allocation(
                         snapshot,
-                        list(r.available_deviceIDs),
-                        list(r.must_include_deviceIDs),
+                        r.available_deviceIDs,
+                        r.must_include_deviceIDs,
                         r.allocation_size,
                         settings.policy,
                         settings.sharing_policy,
