@@ -22,6 +22,7 @@ import enum
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from simdev.plugin.devices import Device, Snapshot
 
@@ -91,28 +92,31 @@ class Inventory:
     by (index, replica), as make_devices builds them.
     """
 
-    # NUMA node -> its healthy physical devices in index order: (index, replica IDs).
-    nodes: Mapping[NodeKey, list[tuple[int, list[str]]]]
     # NUMA node -> its healthy IDs in index, then replica order.
     ids: Mapping[NodeKey, list[str]]
+    # NUMA node -> where each physical device's entries are in ids, and its index.
+    devices: Mapping[NodeKey, list[tuple[slice, int]]]
     # Whether an index has several entries (replicas); if not, a node ranks in index order.
     shared: bool
 
 
 def inventory_of(snapshot: Snapshot) -> Inventory:
-    nodes: dict[NodeKey, list[tuple[int, list[str]]]] = {}
     ids: dict[NodeKey, list[str]] = {}
+    indexes: dict[NodeKey, list[int]] = {}
     for d in sorted(snapshot.devices.values(), key=_device_order):
-        if not d.healthy:
-            continue
-        node = nodes.setdefault(d.numa_node, [])
-        if node and node[-1][0] == d.index:
-            node[-1][1].append(d.id)
-        else:
-            node.append((d.index, [d.id]))
-        ids.setdefault(d.numa_node, []).append(d.id)
+        if d.healthy:
+            ids.setdefault(d.numa_node, []).append(d.id)
+            indexes.setdefault(d.numa_node, []).append(d.index)
+    devices: dict[NodeKey, list[tuple[slice, int]]] = {}
+    for node, node_indexes in indexes.items():
+        runs = devices[node] = []
+        start = 0
+        for end in range(1, len(node_indexes) + 1):
+            if end == len(node_indexes) or node_indexes[end] != node_indexes[start]:
+                runs.append((slice(start, end), node_indexes[start]))
+                start = end
     shared = len({d.index for d in snapshot.devices.values()}) != len(snapshot.devices)
-    return Inventory(nodes=nodes, ids=ids, shared=shared)
+    return Inventory(ids=ids, devices=devices, shared=shared)
 
 
 # The latest snapshot's inventory; snapshots change rarely and only the latest is asked.
@@ -151,19 +155,19 @@ def rank_healthy(
     held_per_node: Counter[NodeKey] = Counter(d.numa_node for d in held)
     ordered: dict[NodeKey, list[str]] = {}
     free: dict[NodeKey, int] = {}
-    for node, devices in inventory.nodes.items():
+    for node, node_ids in inventory.ids.items():
         if not inventory.shared:
             # One entry per index, none held by the container: index order is the order.
-            ids = [i for i in inventory.ids[node] if i in offered]
+            ids = [i for i in node_ids if i in offered]
             if ids:
                 ordered[node], free[node] = ids[:need], len(ids)
             continue
-        candidates = [
-            (index, f) for index, ids in devices if (f := [i for i in ids if i in offered])
-        ]
-        if candidates:
-            ordered[node] = by_sharing(candidates, held_per_device, sharing, need)
-            free[node] = sum(len(f) for _, f in candidates)
+        offers = [i in offered for i in node_ids]
+        count = offers.count(True)
+        if count:
+            free[node] = count
+            replicas = Replicas(node_ids, offers, inventory.devices[node])
+            ordered[node] = by_sharing(replicas, held_per_device, sharing, need)
     if policy == AllocationPolicy.SPREAD:
         return _interleave(ordered, held_per_node)[:need]
     if policy == AllocationPolicy.NUMA_ALIGNED:
@@ -173,34 +177,58 @@ def rank_healthy(
     return [i for n in nodes for i in ordered[n]][:need]
 
 
-def by_sharing(
-    devices: Sequence[tuple[int, Sequence[str]]],
-    held_per_device: Mapping[int, int],
-    sharing: SharingPolicy,
-    need: int,
-) -> list[str]:
-    """The first need of one NUMA node's candidates, in the order the sharing policy wants.
+@dataclass(frozen=True)
+class Replicas:
+    """One NUMA node's healthy entries, which of them are offered, and their devices."""
 
-    devices are (index, free replica IDs in replica order), in index order.
+    ids: list[str]
+    offered: list[bool]
+    devices: list[tuple[slice, int]]  # (entries in ids, index), in index order
+
+    def free(self, device: int) -> list[str]:
+        """The offered replicas of the device-th physical device, in replica order."""
+        where = self.devices[device][0]
+        return list(compress(self.ids[where], self.offered[where]))
+
+
+def by_sharing(
+    replicas: Replicas, held_per_device: Mapping[int, int], sharing: SharingPolicy, need: int
+) -> list[str]:
+    """The first need of one NUMA node's offered replicas, in the sharing policy's order.
+
+    Per device only numbers are kept (ints, which the garbage collector does not track):
+    a list of replicas is made only for the devices that make the answer.
     """
+    indexes = [index for _, index in replicas.devices]
     if sharing == SharingPolicy.PACKED:
         # Fill one device before the next, starting with those the container already holds.
-        first = [i for index, ids in devices if held_per_device.get(index, 0) for i in ids]
-        rest = [i for index, ids in devices if not held_per_device.get(index, 0) for i in ids]
-        return (first + rest)[:need]
+        order = [n for n, i in enumerate(indexes) if held_per_device.get(i, 0)]
+        order += [n for n, i in enumerate(indexes) if not held_per_device.get(i, 0)]
+        packed: list[str] = []
+        for n in order:
+            packed += replicas.free(n)
+            if len(packed) >= need:
+                break
+        return packed[:need]
     # Spread: one replica of each device per round. Replicas the container already holds
     # count as taken rounds; in a round, devices with more free replicas (less used by
     # other containers) come first, then lower indexes.
-    turns = sorted(
-        ((held_per_device.get(index, 0), ids) for index, ids in devices), key=lambda t: -len(t[1])
-    )
-    first_round = min(taken for taken, _ in turns)
-    last_round = max(taken + len(ids) for taken, ids in turns)
+    counts = list(map(sum, map(replicas.offered.__getitem__, (w for w, _ in replicas.devices))))
+    taken = [held_per_device.get(i, 0) for i in indexes]
+    # Stable even reversed: equal counts keep index order. Devices with none come last and
+    # are skipped in every round.
+    turns = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)
+    last_round = max(t + c for t, c in zip(taken, counts, strict=True))
+    first_round = min(t for t, c in zip(taken, counts, strict=True) if c)
+    free: dict[int, list[str]] = {}
     picked: list[str] = []
     for round_ in range(first_round, last_round):
-        for taken, ids in turns:
-            if 0 <= round_ - taken < len(ids):
-                picked.append(ids[round_ - taken])
+        for n in turns:
+            k = round_ - taken[n]
+            if 0 <= k < counts[n]:
+                if n not in free:
+                    free[n] = replicas.free(n)
+                picked.append(free[n][k])
                 if len(picked) == need:
                     return picked
     return picked
