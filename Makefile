@@ -58,6 +58,7 @@ typecheck: venv
 bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to the local cluster)
 	$(VBIN)/python bench/listandwatch_size.py
 	$(VBIN)/python bench/plugin_allocate.py
+	$(VBIN)/python bench/peer_allocate.py
 	@bash scripts/deploy.sh
 	PYTHONPATH=tests $(VBIN)/python bench/live_latency.py
 

@@ -16,8 +16,6 @@ from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simdev.plugin.faults import Fault, FaultError, parse_faults
 from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
 from simdev.plugin.policies import AllocationPolicy, SharingPolicy
@@ -256,6 +254,8 @@ def _text(value: Any) -> str:
 
 
 def _faults_from_text(text: str, source: str) -> Any:
+    import yaml  # only faults and --config files need it: the plugin keeps 1 MB less
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -271,6 +271,8 @@ def _faults(raw: Any, source: str) -> tuple[Fault, ...]:
 
 def _read_file(path: Path) -> dict[str, Any]:
     """Reads a YAML (or JSON, which YAML accepts) mapping of camelCase keys."""
+    import yaml
+
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:

@@ -20,6 +20,7 @@ from simdev.plugin import config as configuration
 from simdev.plugin.logs import FORMATS
 
 if TYPE_CHECKING:
+    from simdev.plugin.metrics import PluginMetrics
     from simdev.plugin.simulation import Simulation
 
 PROG = "simdev-plugin"
@@ -88,7 +89,6 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     from simdev.plugin.api import deviceplugin_pb2 as pb
     from simdev.plugin.devices import DeviceModel
     from simdev.plugin.kubelet import register_request
-    from simdev.plugin.metrics import PluginMetrics
     from simdev.plugin.server import PluginServer, ServerError
     from simdev.plugin.service import (
         MAX_WATCH_STREAMS,
@@ -100,6 +100,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     from simdev.plugin.supervisor import Supervisor
 
     logs.setup(log_format)
+    logs.lean_records()
     log = logging.getLogger("simdev.plugin")
     log.info(
         "starting",
@@ -123,8 +124,12 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    metrics = PluginMetrics(cfg.resource_name)
+    # Without an endpoint nobody reads metrics: prometheus_client (4 MB) stays unloaded.
+    metrics: PluginMetrics | None = None
     if cfg.metrics_port:
+        from simdev.plugin.metrics import PluginMetrics
+
+        metrics = PluginMetrics(cfg.resource_name)
         try:
             metrics.serve(cfg.metrics_address, cfg.metrics_port)
         except OSError as err:
@@ -142,7 +147,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
 
     server = PluginServer(
         cfg.socket_path,
-        lambda: DevicePluginService(model, simulation, metrics.allocated),
+        lambda: DevicePluginService(model, simulation, metrics.allocated if metrics else None),
         workers=MAX_WATCH_STREAMS + UNARY_WORKERS,
     )
 
@@ -158,7 +163,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
             cfg.kubelet_socket,
             request,
             hold=simulation.plugin_down,
-            on_registered=metrics.registered,
+            on_registered=metrics.registered if metrics else lambda: None,
         ).run(stop)
     except (ServerError, OSError) as err:
         log.error("cannot serve", extra={"fields": {"error": str(err)}})

@@ -50,14 +50,24 @@ class PluginMetrics:
             registry=self.registry,
         )
         self._listed: set[tuple[str, str]] = set()
+        # Children by code, and the histogram's, looked up once: Allocate is the hot path.
+        self._allocations_by_code: dict[str, Counter] = {}
+        self._allocate_seconds_child: Histogram | None = None
 
     def devices(self, healthy: int, unhealthy: int) -> None:
         self._devices.labels(self.resource, "Healthy").set(healthy)
         self._devices.labels(self.resource, "Unhealthy").set(unhealthy)
 
     def allocated(self, code: str, seconds: float) -> None:
-        self._allocations.labels(self.resource, code).inc()
-        self._allocate_seconds.labels(self.resource).observe(seconds)
+        counter = self._allocations_by_code.get(code)
+        if counter is None:
+            counter = self._allocations.labels(self.resource, code)
+            self._allocations_by_code[code] = counter
+        counter.inc()
+        histogram = self._allocate_seconds_child
+        if histogram is None:
+            histogram = self._allocate_seconds_child = self._allocate_seconds.labels(self.resource)
+        histogram.observe(seconds)
 
     def registered(self) -> None:
         self._registrations.labels(self.resource).inc()

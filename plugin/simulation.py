@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from simdev.plugin.allocation import AllocationSettings
 from simdev.plugin.config import Config, ConfigError, for_node
@@ -29,7 +30,9 @@ from simdev.plugin.faults import (
     is_active,
     next_change,
 )
-from simdev.plugin.metrics import PluginMetrics
+
+if TYPE_CHECKING:  # prometheus_client is loaded only when metrics are served
+    from simdev.plugin.metrics import PluginMetrics
 
 log = logging.getLogger("simdev.plugin")
 

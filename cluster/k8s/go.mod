@@ -226,3 +226,5 @@ tool k8s.io/kubernetes/cmd/kube-scheduler
 tool k8s.io/kubernetes/cmd/kubelet
 
 tool k8s.io/kubernetes/cmd/kubectl
+
+tool k8s.io/kubernetes/test/images/sample-device-plugin

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from policy_reference import reference_preferred_allocation
 
 from simdev.plugin.devices import Device, DeviceModel, Snapshot, make_devices
 from simdev.plugin.policies import AllocationPolicy, SharingPolicy, preferred_allocation
@@ -277,3 +280,77 @@ def test_aligned_never_uses_more_nodes_than_needed(
     largest = sorted(free.values(), reverse=True)
     fewest = next(k for k in range(len(largest) + 1) if sum(largest[:k]) >= size)
     assert len(used) <= max(fewest, 0 if size == 0 else 1)
+
+
+# The prepared, need-bounded ranking answers exactly like the whole sorts it replaced.
+
+
+@st.composite
+def odd_snapshots(draw: st.DrawFn) -> Snapshot:
+    """Device sets make_devices never builds: shared indexes, replicas on several nodes.
+
+    Still one device per (index, replica), the order both rankings go by.
+    """
+    devices = draw(
+        st.lists(
+            st.builds(
+                Device,
+                index=st.integers(0, 5),
+                id=st.just(""),
+                healthy=st.booleans(),
+                numa_node=st.one_of(st.none(), st.integers(0, 2)),
+                replica=st.one_of(st.none(), st.integers(0, 3)),
+            ),
+            max_size=14,
+        )
+    )
+    unique = {(d.index, d.replica or 0): d for d in devices}
+    return DeviceModel(
+        replace(d, id=f"d{d.index}-{d.replica}-{d.numa_node}") for d in unique.values()
+    ).snapshot()
+
+
+@st.composite
+def any_requests(draw: st.DrawFn) -> tuple[Snapshot, list[str], list[str], int]:
+    snap = draw(st.one_of(odd_snapshots(), requests().map(lambda r: r[0])))
+    known = every(snap)
+    unknown = draw(st.lists(st.sampled_from(["x-0", "x-1", "y-0::1"]), unique=True))
+    # Duplicates too: the kubelet's lists are not checked.
+    pool = known + unknown
+    available = draw(st.lists(st.sampled_from(pool), max_size=20)) if pool else []
+    size = draw(st.integers(0, len(available) + 2))
+    must = draw(st.lists(st.sampled_from(pool), max_size=4)) if pool else []
+    return snap, available, must, size
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    request=st.one_of(requests(), any_requests()),
+    policy=st.sampled_from(list(AllocationPolicy)),
+    sharing=st.sampled_from(list(SharingPolicy)),
+)
+def test_same_answer_as_the_reference_ranking(
+    request: tuple[Snapshot, list[str], list[str], int],
+    policy: AllocationPolicy,
+    sharing: SharingPolicy,
+) -> None:
+    snap, available, must, size = request
+    expected = reference_preferred_allocation(snap, available, must, size, policy, sharing)
+    assert preferred_allocation(snap, available, must, size, policy, sharing) == expected
+
+
+@pytest.mark.parametrize("policy", list(AllocationPolicy))
+@pytest.mark.parametrize("sharing", list(SharingPolicy))
+@pytest.mark.parametrize(("count", "numa", "replicas"), [(600, None, 1), (150, 7, 4)])
+def test_same_answer_as_the_reference_on_large_sets(
+    policy: AllocationPolicy, sharing: SharingPolicy, count: int, numa: int | None, replicas: int
+) -> None:
+    rng = random.Random(f"{policy}/{sharing}/{count}")
+    snap = snapshot(count, rng.sample(range(count), count // 10), numa, replicas)
+    known = every(snap)
+    for _ in range(20):
+        available = rng.sample(known, rng.randrange(len(known)))
+        must = rng.sample(available, min(len(available), rng.randrange(4)))
+        size = rng.choice([1, 2, 8, 64, len(available)])
+        expected = reference_preferred_allocation(snap, available, must, size, policy, sharing)
+        assert preferred_allocation(snap, available, must, size, policy, sharing) == expected
