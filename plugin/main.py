@@ -124,7 +124,7 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    # Without an endpoint nobody reads metrics: prometheus_client (4 MB) stays unloaded.
+    # Without an endpoint nobody reads metrics: prometheus_client (3 MiB) stays unloaded.
     metrics: PluginMetrics | None = None
     if cfg.metrics_port:
         from simdev.plugin.metrics import PluginMetrics

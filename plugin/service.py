@@ -34,8 +34,9 @@ log = logging.getLogger("simdev.plugin")
 # Each ListAndWatch stream holds a server thread for its whole life (the kubelet
 # keeps one open, a second only while it replaces the first). Capping them keeps threads
 # free for Allocate and friends; the server's pool is sized MAX_WATCH_STREAMS +
-# UNARY_WORKERS. The kubelet makes its unary calls one at a time, and more threads only
-# contend for the GIL: with 8 busy clients, 4 threads served 20% more calls than 8.
+# UNARY_WORKERS. The kubelet calls Allocate and GetPreferredAllocation while admitting
+# pods, one pod at a time; more threads only contend for the GIL: with 8 busy clients,
+# 4 threads served 20% more calls than 8.
 MAX_WATCH_STREAMS = 2
 UNARY_WORKERS = 2
 # How often an idle stream checks that its client is still there.
