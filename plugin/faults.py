@@ -9,7 +9,6 @@ which is why it imports nothing beyond the standard library.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -136,6 +135,9 @@ class Fault:
             else math.floor(number_devices * (choice.percent or 0) / 100)
         )
 
+        # hashlib loads OpenSSL's libcrypto (3 MiB resident): only when faults pick devices.
+        import hashlib
+
         def rank(index: int) -> bytes:
             return hashlib.sha256(f"{self.seed}/{node_name}/{index}".encode()).digest()
 
@@ -144,6 +146,8 @@ class Fault:
 
 def definition_digest(raw: Mapping[str, Any]) -> str:
     """A short, stable digest of one fault's definition (key order does not matter)."""
+    import hashlib  # only with faults declared, as above
+
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

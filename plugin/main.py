@@ -85,6 +85,10 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     # Imported here so that configuration errors are reported without loading gRPC.
     import logging
 
+    from simdev.plugin.lean import import_grpc
+
+    import_grpc()  # first, so that grpc comes without ssl
+
     from simdev.plugin import logs
     from simdev.plugin.api import deviceplugin_pb2 as pb
     from simdev.plugin.devices import DeviceModel
