@@ -354,3 +354,43 @@ def test_same_answer_as_the_reference_on_large_sets(
         size = rng.choice([1, 2, 8, 64, len(available)])
         expected = reference_preferred_allocation(snap, available, must, size, policy, sharing)
         assert preferred_allocation(snap, available, must, size, policy, sharing) == expected
+    # Everything offered (the kept ranking answers), then one device fewer (it must not).
+    for size in (1, 8, 64, 8, len(known)):
+        offered = rng.sample(known, len(known))
+        expected = reference_preferred_allocation(snap, offered, [], size, policy, sharing)
+        assert preferred_allocation(snap, offered, [], size, policy, sharing) == expected
+        # A device taken since: the kept ranking no longer applies.
+        offered.remove(expected[0])
+        expected = reference_preferred_allocation(snap, offered, [], size, policy, sharing)
+        assert preferred_allocation(snap, offered, [], size, policy, sharing) == expected
+
+
+# Every healthy device offered and none held: the kept ranking answers, the same as the
+# reference, on the first request and on the repeats that reuse it.
+
+
+@st.composite
+def everything_offered(draw: st.DrawFn) -> tuple[Snapshot, list[str], int]:
+    snap = draw(st.one_of(odd_snapshots(), requests().map(lambda r: r[0])))
+    # Unhealthy and unknown IDs may come along, in any order, some twice.
+    extra = draw(st.lists(st.sampled_from(["x-0", "x-1", *every(snap)]), max_size=6))
+    available = draw(st.permutations(every(snap) + extra))
+    size = draw(st.integers(0, len(available) + 2))
+    return snap, available, size
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    request=everything_offered(),
+    policy=st.sampled_from(list(AllocationPolicy)),
+    sharing=st.sampled_from(list(SharingPolicy)),
+)
+def test_everything_offered_answers_like_the_reference_every_time(
+    request: tuple[Snapshot, list[str], int], policy: AllocationPolicy, sharing: SharingPolicy
+) -> None:
+    snap, available, size = request
+    expected = reference_preferred_allocation(snap, available, [], size, policy, sharing)
+    for _ in range(2):
+        got = preferred_allocation(snap, available, [], size, policy, sharing)
+        assert got == expected
+        got.append("changed by the caller")  # must not reach the kept ranking
