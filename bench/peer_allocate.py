@@ -3,11 +3,14 @@
 The peer is test/images/sample-device-plugin of the k8s.io/kubernetes module at the version
 the local cluster runs (cluster/build-sample-plugin.sh builds and caches it). Both plugins
 run as processes on unix sockets in temporary directories and are driven by the fake
-kubelet's client (simdev.plugin.fakekubelet.PluginConnection). Per round, for each plugin
+kubelet's client (simdev.plugin.fakekubelet.PluginConnection). Per round, the three plugins
 (simdev as configured by default, simdev serving metrics as the operator deploys it, the
-peer):
-  - sequential Allocate round trips, one device per call, alternating over its devices;
-  - Allocate throughput from 8 client threads, each with its own channel and connection;
+peer) run at once and take turns, so that a busy machine's changing load falls on all of
+them alike:
+  - sequential Allocate round trips, one device per call, alternating over its devices,
+    in turns of 50 calls per plugin;
+  - Allocate throughput from 8 client threads, each with its own channel and connection,
+    in 4 turns per plugin;
   - the plugin's CPU time per call in both, and its resident memory (VmRSS, VmHWM) after.
 Then GetPreferredAllocation round trips against simdev at the largest inventory it accepts
 (limits.MAX_DEVICES), in a few shapes, asking for 8 devices out of all. The peer does not
@@ -19,8 +22,8 @@ set it waits for that file to be deleted, which never happens here, so it never 
 and the client dials its socket directly. Its Allocate (re)creates a file /tmp/<device ID>
 per device; the bench removes the ones it made.
 
-Every loop is bounded in calls and in time. Rounds rotate which plugin goes first; the
-report has every round and the median, minimum and maximum of each figure. The goals
+Every loop is bounded in calls and in time. Turns and rounds rotate which plugin goes
+first; the report has every round and the median, minimum and maximum of each figure. The goals
 compare the default configuration; "with_metrics" shows the other beside them.
 Run from the repo root: python bench/peer_allocate.py [--rounds 3] [--out bench-results]
 Writes <out>/peer_allocate.json and prints a summary.
@@ -42,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,8 +138,18 @@ class Plugin:
     ids: list[str]
 
 
+def start(name: str, binary: Path) -> AbstractContextManager[Plugin]:
+    """One of PLUGINS, serving the peer's number of devices."""
+    if name == "go-peer":
+        return peer(binary)
+    env = {"NUMBER_DEVICES": str(len(PEER_DEVICES))}
+    if name == "simdev-metrics":
+        env |= {"METRICS_ADDRESS": "127.0.0.1", "METRICS_PORT": str(free_port())}
+    return simdev(env, len(PEER_DEVICES), name)
+
+
 @contextmanager
-def simdev(extra_env: dict[str, str], count: int) -> Iterator[Plugin]:
+def simdev(extra_env: dict[str, str], count: int, name: str = "simdev") -> Iterator[Plugin]:
     """simdev's plugin process, registered with a fake kubelet, its list complete."""
     directory = Path(tempfile.mkdtemp(prefix="sdb-"))
     kubelet = FakeKubelet(directory)
@@ -156,7 +169,7 @@ def simdev(extra_env: dict[str, str], count: int) -> Iterator[Plugin]:
     try:
         conn = kubelet.wait_for_registration(timeout=START_TIMEOUT)
         devices = conn.wait_for_list(lambda r: len(r.devices) == count, START_TIMEOUT).devices
-        yield Plugin("simdev", proc, conn, [d.ID for d in devices])
+        yield Plugin(name, proc, conn, [d.ID for d in devices])
     finally:
         stop_process(proc)
         kubelet.stop()
@@ -204,24 +217,38 @@ def peer(binary: Path) -> Iterator[Plugin]:
             path.unlink(missing_ok=True)
 
 
-def sequential(plugin: Plugin, calls: int, warmup: int) -> dict[str, Any]:
-    ids = plugin.ids
-    for i in range(warmup):
-        plugin.conn.allocate([[ids[i % len(ids)]]])
-    latencies = []
-    cpu = cpu_seconds(plugin.proc.pid)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        plugin.conn.allocate([[ids[i % len(ids)]]])
-        latencies.append((time.perf_counter() - t0) * 1000)
-    cpu = cpu_seconds(plugin.proc.pid) - cpu
+def sequential(plugins: Sequence[Plugin], calls: int, warmup: int, block: int) -> dict[str, Any]:
+    """Sequential Allocate round trips, the plugins taking turns every block calls.
+
+    Turns of a few dozen milliseconds spread the machine's changing load evenly over the
+    plugins: the ratios compare them under the same conditions, not at different moments.
+    """
+    latencies: dict[str, list[float]] = {p.name: [] for p in plugins}
+    cpu = dict.fromkeys(latencies, 0.0)
+    for plugin in plugins:
+        for i in range(warmup):
+            plugin.conn.allocate([[plugin.ids[i % len(plugin.ids)]]])
+    for turn in range(-(-calls // block)):
+        # Who goes first rotates too, so no plugin always follows the same one.
+        shift = turn % len(plugins)
+        for plugin in [*plugins[shift:], *plugins[:shift]]:
+            ids, samples = plugin.ids, latencies[plugin.name]
+            began = cpu_seconds(plugin.proc.pid)
+            for i in range(len(samples), min(calls, len(samples) + block)):
+                t0 = time.perf_counter()
+                plugin.conn.allocate([[ids[i % len(ids)]]])
+                samples.append((time.perf_counter() - t0) * 1000)
+            cpu[plugin.name] += cpu_seconds(plugin.proc.pid) - began
     return {
-        "calls": calls,
-        # The plugin's own CPU time per call: steadier than latency on a busy machine.
-        "cpu_us_per_call": round(cpu / calls * 1e6, 1),
-        "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(percentile(latencies, 99), 3),
-        "max_ms": round(max(latencies), 3),
+        name: {
+            "calls": len(samples),
+            # The plugin's own CPU time per call: steadier than latency on a busy machine.
+            "cpu_us_per_call": round(cpu[name] / len(samples) * 1e6, 1),
+            "p50_ms": round(statistics.median(samples), 3),
+            "p99_ms": round(percentile(samples, 99), 3),
+            "max_ms": round(max(samples), 3),
+        }
+        for name, samples in latencies.items()
     }
 
 
@@ -278,59 +305,112 @@ def concurrent(plugin: Plugin, clients: int, calls: int, limit_s: float) -> dict
 def preferred(plugin: Plugin, calls: int, size: int) -> dict[str, Any]:
     """GetPreferredAllocation round trips with every device available.
 
-    Timed twice: with the request message built once, as the kubelet's cost of building it
-    (in Go) is not the plugin's, and with the fake kubelet building it for every call in
-    Python, which adds about a millisecond for 10,000 IDs.
+    Timed three ways, in turns: with the request message built once, as the kubelet's cost
+    of building it (in Go) is not the plugin's; with the fake kubelet building it for every
+    call in Python, which adds about a millisecond for 10,000 IDs; and, as the floor, with
+    the same 10,000 IDs in a request that must_include alone answers, so that the plugin
+    never reads them: what carrying the message through gRPC costs.
     """
     ids = plugin.ids
-    request = pb.PreferredAllocationRequest(
-        container_requests=[
-            pb.ContainerPreferredAllocationRequest(available_deviceIDs=ids, allocation_size=size)
-        ]
-    )
+
+    def request(must_include: Sequence[str], wanted: int) -> pb.PreferredAllocationRequest:
+        return pb.PreferredAllocationRequest(
+            container_requests=[
+                pb.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=ids,
+                    must_include_deviceIDs=must_include,
+                    allocation_size=wanted,
+                )
+            ]
+        )
+
+    built, unread = request([], size), request(ids[:1], 1)
     call = plugin.conn.stub.GetPreferredAllocation
     # The first call after a device change also prepares the plugin's ranking of the set.
     t0 = time.perf_counter()
-    got = call(request, timeout=5).container_responses[0].deviceIDs
+    got = call(built, timeout=5).container_responses[0].deviceIDs
     first_ms = (time.perf_counter() - t0) * 1000
     if len(got) != size:
         raise RuntimeError(f"GetPreferredAllocation gave {len(got)} devices, wanted {size}")
     once: list[float] = []
     each: list[float] = []
+    floor: list[float] = []
+    cpu = 0.0
     for _ in range(calls):
+        began = cpu_seconds(plugin.proc.pid)
         t0 = time.perf_counter()
-        call(request, timeout=5)
+        call(built, timeout=5)
         once.append((time.perf_counter() - t0) * 1000)
+        cpu += cpu_seconds(plugin.proc.pid) - began
         t0 = time.perf_counter()
         plugin.conn.preferred(ids, [], size)
         each.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        call(unread, timeout=5)
+        floor.append((time.perf_counter() - t0) * 1000)
+
+    def figures(samples: Sequence[float]) -> dict[str, float]:
+        return {
+            "p50_ms": round(statistics.median(samples), 3),
+            "p99_ms": round(percentile(samples, 99), 3),
+            "max_ms": round(max(samples), 3),
+        }
+
     return {
         "devices": len(ids),
         "size": size,
         "calls": calls,
         "first_call_ms": round(first_ms, 3),
-        "p50_ms": round(statistics.median(once), 3),
-        "p99_ms": round(percentile(once, 99), 3),
-        "max_ms": round(max(once), 3),
-        "request_built_per_call": {
-            "p50_ms": round(statistics.median(each), 3),
-            "p99_ms": round(percentile(each, 99), 3),
-            "max_ms": round(max(each), 3),
-        },
+        **figures(once),
+        # Sampled per call in clock ticks: a mean over many calls, not each call's.
+        "cpu_us_per_call": round(cpu / calls * 1e6, 1),
+        "request_built_per_call": figures(each),
+        "ids_unread": figures(floor),
     }
 
 
-def measure(plugin: Plugin, args: argparse.Namespace) -> dict[str, Any]:
-    seq = sequential(plugin, args.calls, args.warmup)
-    conc = concurrent(plugin, args.clients, args.client_calls, args.limit)
-    memory = memory_kib(plugin.proc.pid)
-    return {
-        "devices": len(plugin.ids),
-        "sequential": seq,
-        "concurrent": conc,
-        "rss_kib": memory.get("VmRSS"),
-        "peak_rss_kib": memory.get("VmHWM"),
-    }
+def alternating(
+    plugins: Sequence[Plugin], clients: int, calls: int, limit_s: float, turns: int
+) -> dict[str, Any]:
+    """concurrent() in turns per plugin, summed: like sequential(), for even conditions."""
+    parts: dict[str, list[dict[str, Any]]] = {p.name: [] for p in plugins}
+    for turn in range(turns):
+        shift = turn % len(plugins)
+        for plugin in [*plugins[shift:], *plugins[:shift]]:
+            parts[plugin.name].append(
+                concurrent(plugin, clients, -(-calls // turns), limit_s / turns)
+            )
+    results = {}
+    for name, runs in parts.items():
+        done = sum(r["calls"] for r in runs)
+        seconds = sum(r["seconds"] for r in runs)
+        cpu_us = sum(r["cpu_us_per_call"] * r["calls"] for r in runs)
+        results[name] = {
+            "clients": clients,
+            "turns": turns,
+            "calls": done,
+            "seconds": round(seconds, 3),
+            "per_second": round(done / seconds, 1),
+            "cpu_us_per_call": round(cpu_us / max(1, done), 1),
+        }
+    return results
+
+
+def measure(plugins: Sequence[Plugin], args: argparse.Namespace) -> dict[str, Any]:
+    """One round: every plugin running at once, measured in turns."""
+    seq = sequential(plugins, args.calls, args.warmup, args.block)
+    conc = alternating(plugins, args.clients, args.client_calls, args.limit, args.turns)
+    result = {}
+    for plugin in plugins:
+        memory = memory_kib(plugin.proc.pid)
+        result[plugin.name] = {
+            "devices": len(plugin.ids),
+            "sequential": seq[plugin.name],
+            "concurrent": conc[plugin.name],
+            "rss_kib": memory.get("VmRSS"),
+            "peak_rss_kib": memory.get("VmHWM"),
+        }
+    return result
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -375,8 +455,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="sequential Allocate calls")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--block", type=int, default=50, help="sequential calls per turn")
     parser.add_argument("--client-calls", type=int, default=500, help="calls per client")
-    parser.add_argument("--limit", type=float, default=30.0, help="seconds per concurrent run")
+    parser.add_argument("--turns", type=int, default=4, help="concurrent turns per plugin")
+    parser.add_argument("--limit", type=float, default=30.0, help="seconds of concurrent calls")
     parser.add_argument("--preferred-calls", type=int, default=200)
     parser.add_argument("--preferred-size", type=int, default=8)
     parser.add_argument("--peer", type=Path, help="the sample plugin binary (default: build)")
@@ -386,18 +468,10 @@ def main() -> None:
 
     rounds: list[dict[str, Any]] = []
     for n in range(args.rounds):
-        result: dict[str, Any] = {}
         order = PLUGINS[n % len(PLUGINS) :] + PLUGINS[: n % len(PLUGINS)]
-        for name in order:
-            if name == "go-peer":
-                with peer(binary) as plugin:
-                    result[name] = measure(plugin, args)
-                continue
-            env = {"NUMBER_DEVICES": str(len(PEER_DEVICES))}
-            if name == "simdev-metrics":
-                env |= {"METRICS_ADDRESS": "127.0.0.1", "METRICS_PORT": str(free_port())}
-            with simdev(env, len(PEER_DEVICES)) as plugin:
-                result[name] = measure(plugin, args)
+        with ExitStack() as running:
+            plugins = [running.enter_context(start(name, binary)) for name in order]
+            result = measure(plugins, args)
         rounds.append(result)
         print(f"round {n + 1}/{args.rounds}: {json.dumps(result)}", flush=True)
 
@@ -415,6 +489,9 @@ def main() -> None:
             "p50_ms": spread([r["p50_ms"] for r in runs]),
             "p99_ms": spread([r["p99_ms"] for r in runs]),
             "request_built_per_call_p99_ms": spread([r["p99_ms"] for r in built]),
+            "cpu_us_per_call": spread([r["cpu_us_per_call"] for r in runs]),
+            "ids_unread_p50_ms": spread([r["ids_unread"]["p50_ms"] for r in runs]),
+            "ids_unread_p99_ms": spread([r["ids_unread"]["p99_ms"] for r in runs]),
             "rss_kib": memory.get("VmRSS"),
             "peak_rss_kib": memory.get("VmHWM"),
         }
@@ -486,7 +563,11 @@ def main() -> None:
         print(line(metric, units[metric.rpartition("_")[2]]))
     for shape, p in preferred_results.items():
         q = p["p99_ms"]
-        print(f"GetPreferredAllocation p99, {shape}: {q['median']} ({q['min']}-{q['max']}) ms")
+        f = p["ids_unread_p99_ms"]
+        print(
+            f"GetPreferredAllocation p99, {shape}: {q['median']} ({q['min']}-{q['max']}) ms;"
+            f" the IDs unread: {f['median']} ({f['min']}-{f['max']}) ms"
+        )
     for name, g in goals.items():
         print(f"goal {name} {g['goal']}: {g['value']} -> {'met' if g['met'] else 'NOT met'}")
 
