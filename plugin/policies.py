@@ -188,14 +188,16 @@ def rank_healthy(
     held_per_node: Counter[NodeKey] = Counter(d.numa_node for d in held)
     ordered: dict[NodeKey, list[str]] = {}
     free: dict[NodeKey, int] = {}
+    # Membership through the bound method, so that filter and map loop in C.
+    is_offered = offered.__contains__
     for node, node_ids in inventory.ids.items():
         if not inventory.shared:
             # One entry per index, none held by the container: index order is the order.
-            ids = [i for i in node_ids if i in offered]
+            ids = list(filter(is_offered, node_ids))
             if ids:
                 ordered[node], free[node] = ids[:need], len(ids)
             continue
-        offers = [i in offered for i in node_ids]
+        offers = list(map(is_offered, node_ids))
         count = offers.count(True)
         if count:
             free[node] = count
