@@ -135,7 +135,8 @@ def _cluster_metadata(device: Device) -> dict[str, Any]:
 
 
 def plugin_cluster_role(device: Device) -> dict[str, Any]:
-    """Read access to this one SimulatedDevice (live changes) and to Nodes (their labels).
+    """Read access to this one SimulatedDevice (live changes) and to Nodes (their labels),
+    and with DRA to ResourceClaims (RBAC cannot narrow them to the claims of one node).
 
     Nodes cannot be narrowed to the plugin's own node by RBAC; node labels are not secret.
     """
@@ -151,6 +152,18 @@ def plugin_cluster_role(device: Device) -> dict[str, Any]:
                 "verbs": ["get", "list", "watch"],
             },
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            # The DRA plugin reads which devices a claim it prepares was allocated.
+            *(
+                [
+                    {
+                        "apiGroups": ["resource.k8s.io"],
+                        "resources": ["resourceclaims"],
+                        "verbs": ["get"],
+                    }
+                ]
+                if device.spec.dra.enabled
+                else []
+            ),
         ],
     }
 

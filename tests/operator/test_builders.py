@@ -176,6 +176,15 @@ def test_plugin_may_read_only_its_own_object_and_nodes(device: DeviceFactory) ->
         assert owner["uid"] == d.uid
 
 
+def test_with_dra_the_plugin_may_also_read_resource_claims(device: DeviceFactory) -> None:
+    plain_role, _ = builders.cluster_objects(device("sample"))
+    role, _ = builders.cluster_objects(device("sample", dra={"enabled": True}))
+    assert role["rules"] == [
+        *plain_role["rules"],
+        {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get"]},
+    ]
+
+
 def test_node_selector_tolerations_and_image_override(device: DeviceFactory) -> None:
     toleration = {"key": "simdev", "operator": "Exists", "effect": "NoSchedule"}
     d = device(
