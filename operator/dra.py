@@ -24,6 +24,7 @@ from simdev.operator.model import Device
 from simdev.operator.observed import NodeResources
 from simdev.operator.simulation import faults_of, node_counts, pools_of
 from simdev.plugin.devices import numa_node_of
+from simdev.plugin.draids import device_name, device_uuid
 from simdev.plugin.faults import UNHEALTHY, Clock, is_active
 from simdev.plugin.pools import overlay, pool_for
 
@@ -35,7 +36,6 @@ MAX_ATTRIBUTES_AND_CAPACITIES = 32
 BUILT_IN_ATTRIBUTES = ("index", "numaNode", "uuid")
 # Object names are DNS subdomains of at most 253 characters; a slice name ends in "-<k>".
 MAX_SLICE_BASE = 240
-DEVICE_NAME_PREFIX = "device"
 POOL_DIGEST_ANNOTATION = "simdev.io/pool-digest"
 
 
@@ -47,21 +47,6 @@ class NodeDevices:
     indices: tuple[int, ...]
     count: int
     numa_nodes: int | None
-
-
-def device_uuid(driver: str, node: str, index: int) -> str:
-    """A stable ID in the form GPUs report (GPU-8-4-4-4-12 hex digits), derived, not random.
-
-    The same driver, node and index always give the same ID, so a claim's device keeps its
-    ID across operator restarts and slice rewrites.
-    """
-    digest = hashlib.sha256(f"{driver}/{node}/{index}".encode()).hexdigest()
-    parts = (digest[:8], digest[8:12], digest[12:16], digest[16:20], digest[20:32])
-    return "GPU-" + "-".join(parts)
-
-
-def device_name(index: int) -> str:
-    return f"{DEVICE_NAME_PREFIX}-{index}"
 
 
 def _selected(device: Device, node: NodeResources) -> bool:

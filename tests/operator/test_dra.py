@@ -15,6 +15,7 @@ from simdev.operator.kube import RESOURCE, Ref
 from simdev.operator.model import OWNER_LABEL, Device
 from simdev.operator.observed import NodeResources
 from simdev.operator.simulation import faults_of
+from simdev.plugin.draids import device_uuid
 from simdev.plugin.faults import Clock
 
 DeviceFactory = Callable[..., Device]
@@ -131,7 +132,7 @@ def test_uuids_are_stable_and_distinct(device: DeviceFactory) -> None:
     assert len(set(ids)) == 8
     again = build(gpu(device, numberDevices=4), node("n1")).pools["n1"][0]["spec"]["devices"]
     assert [dev["attributes"]["uuid"]["string"] for dev in again] == ids[:4]
-    assert dra.device_uuid("other.simdev.io", "n1", 0) != ids[0]
+    assert device_uuid("other.simdev.io", "n1", 0) != ids[0]
 
 
 def test_numa_nodes_follow_the_topology(device: DeviceFactory) -> None:
