@@ -877,8 +877,8 @@ def test_a_long_name_needs_a_driver_name(api: Cluster) -> None:
             "spec.dra.attributes[v].version",
             "semantic version",
         ),
-        ({"attributes": {"s": {"string": "x" * 65}}}, "spec.dra.attributes[s].string", "64"),
-        ({"capacity": {"memory": "80GB"}}, "spec.dra.capacity[memory]", "quantity"),
+        ({"attributes": {"s": {"string": "x" * 65}}}, "spec.dra.attributes.s.string", "64"),
+        ({"capacity": {"memory": "80GB"}}, "spec.dra.capacity.memory", "should match"),
         ({"capacity": {"mem-ory": "1"}}, "spec.dra.capacity", "C identifiers"),
         (
             {
