@@ -441,3 +441,27 @@ def test_without_dra_the_reconcile_publishes_nothing(
     harness.world = World(devices={"a": device("a")}, nodes=(node("x/y", 0),))
     harness.run("a")
     assert harness.deployer.dra.published["a"] == DraObjects(None, {})
+
+
+def test_a_deleted_slice_reconciles_its_owner_and_nothing_else_does(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    from simdev.operator import handlers
+    from simdev.operator.model import OWNER_LABEL
+
+    harness.world = World(devices={"a": device("a", dra={"enabled": True})})
+    indexes: dict[str, Any] = {
+        "simdev_devices": {"a": [harness.world.devices["a"]]},
+        "simdev_daemonsets": {},
+        "simdev_nodes": {},
+        "simdev_pods": {},
+    }
+    memo = kopf.Memo(reconciler=harness.reconciler)
+    changed: Any = handlers.resource_slice_changed
+    for kind in ("ADDED", "MODIFIED", None):
+        asyncio.run(changed(type=kind, labels={OWNER_LABEL: "a"}, memo=memo, **indexes))
+    asyncio.run(changed(type="DELETED", labels={}, memo=memo, **indexes))
+    assert harness.deployer.calls == []
+    asyncio.run(changed(type="DELETED", labels={OWNER_LABEL: "a"}, memo=memo, **indexes))
+    assert harness.deployer.calls == [("deploy", "a", ["simple-device-plugin"])]
+    assert "a" in harness.deployer.dra.published
