@@ -7,7 +7,8 @@ no longer wanted (a node that left, a renamed driver, DRA turned off) is deleted
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -15,6 +16,10 @@ from kubernetes.client.exceptions import ApiException
 from simdev.operator import dra
 from simdev.operator.kube import RESOURCE, Kube, Ref
 from simdev.operator.model import OWNER_LABEL, Device
+
+# After the API server said it serves no DRA, objects without DRA skip their cleanup lists
+# this long: each such list would cost a rediscovery of every API group.
+UNSERVED_PAUSE = 300.0
 
 
 def selector(device: Device) -> str:
@@ -32,8 +37,10 @@ def _by_pool(slices: list[dict[str, Any]], driver: str) -> dict[str, list[dict[s
 
 
 class DraPublisher:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic) -> None:
         self._kube = kube
+        self._clock = clock
+        self._unserved_until = 0.0
 
     def _list(self, kind: str, device: Device, required: bool) -> list[dict[str, Any]] | None:
         """This object's objects of kind; None where the API server serves no DRA.
@@ -41,10 +48,13 @@ class DraPublisher:
         That is an error only when something must be published: an object without DRA
         works on clusters without it.
         """
+        if not required and self._clock() < self._unserved_until:
+            return None
         try:
             return self._kube.list_labelled(RESOURCE, kind, selector(device))
         except ApiException as err:
             if err.status == 404 and not required:
+                self._unserved_until = self._clock() + UNSERVED_PAUSE
                 return None  # nothing can have been published there
             raise
 

@@ -329,14 +329,23 @@ def test_a_cluster_without_dra_is_fine_until_dra_is_enabled(
 ) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    def not_served(*_: Any) -> list[dict[str, Any]]:
+    calls: list[str] = []
+
+    def not_served(*args: Any) -> list[dict[str, Any]]:
+        calls.append(args[1])
         raise ApiException(status=404, reason="Not Found")
 
     kube.list_labelled = not_served  # type: ignore[method-assign,assignment]
-    publisher = DraPublisher(kube)  # type: ignore[arg-type]
+    now = [0.0]
+    publisher = DraPublisher(kube, clock=lambda: now[0])  # type: ignore[arg-type]
     plain = device("plain")
     assert publisher.publish(plain, build(plain, node("n1"))) == []
     publisher.remove(gpu(device))
+    # One look was enough: until the pause ends, objects without DRA ask nothing.
+    assert calls == ["DeviceClass"]
+    now[0] = 301.0
+    publisher.publish(plain, build(plain, node("n1")))
+    assert calls == ["DeviceClass", "DeviceClass"]
     with pytest.raises(ApiException):
         publisher.publish(gpu(device), build(gpu(device), node("n1")))
     assert Ref(RESOURCE, "DeviceClass", "gpus.simdev.io") not in kube.objects
