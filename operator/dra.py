@@ -59,8 +59,8 @@ def node_devices(
     """The devices of every node that spec.nodeSelector selects, real or fake alike.
 
     A node's pool sets its count and topology; devices an active Unhealthy fault hits are
-    left out. PluginDown stops the classic plugin's registration only: the operator, not
-    the plugin, publishes these slices.
+    left out. PluginDown leaves the slices alone: the operator, not the plugin, publishes
+    them, and a crashed driver's slices stay too.
     """
     faults = faults_of(device)
     pools = pools_of(device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from simdev.plugin.draconfig import DraConfig
 from simdev.plugin.draprepare import Preparer
@@ -28,9 +29,13 @@ CHECK_SECONDS = 1.0
 
 
 class DraPlugin:
-    def __init__(self, cfg: DraConfig, preparer: Preparer) -> None:
+    def __init__(
+        self, cfg: DraConfig, preparer: Preparer, hold: Callable[[], bool] = lambda: False
+    ) -> None:
         self.registration = RegistrationService(cfg.driver_name, cfg.socket_path)
         self._cfg = cfg
+        # True while a PluginDown fault is active: the driver is gone from the kubelet.
+        self._hold = hold
         # The node service first: the kubelet dials it as soon as it sees the registration.
         self._servers = (
             PluginServer(cfg.socket_path, lambda: DraNodeService(preparer), DRA_WORKERS),
@@ -60,8 +65,14 @@ class DraPlugin:
             server.stop()
 
     def keep_serving(self, stop: threading.Event) -> None:
-        """Until stop: serves a socket anew when its file was removed."""
+        """Until stop: serves a socket anew when its file was removed, none while held."""
+        held = False
         while not stop.wait(CHECK_SECONDS):
+            if self._hold() != held:
+                held = not held
+                self._set_down(held)
+            if held:
+                continue
             for server in self._servers:
                 if not server.socket_intact():
                     log.warning(
@@ -69,6 +80,18 @@ class DraPlugin:
                         extra={"fields": {"socket": str(server.socket_path)}},
                     )
                     server.restart()
+
+    def _set_down(self, down: bool) -> None:
+        """Both sockets go, as when a driver crashes, and come back together.
+
+        The kubelet notices the registration socket's removal and forgets the driver until
+        the socket is back.
+        """
+        if down:
+            self.stop()
+        else:
+            self.start()
+        log.info("DRA driver " + ("down (PluginDown)" if down else "back"))
 
     def run(self, stop: threading.Event) -> None:
         self.start()

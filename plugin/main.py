@@ -218,7 +218,8 @@ def _dra_plugin(cfg: configuration.Config, simulation: Simulation) -> DraPlugin 
     api = _api()
     claims = APIClaims(api, driver) if api is not None else NoClaims()
     store = CdiStore(cfg.dra.cdi_dir, driver)
-    return DraPlugin(cfg.dra, Preparer(driver, cfg.node_name, store, claims, simulation))
+    preparer = Preparer(driver, cfg.node_name, store, claims, simulation)
+    return DraPlugin(cfg.dra, preparer, hold=simulation.plugin_down)
 
 
 def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.Event) -> None:

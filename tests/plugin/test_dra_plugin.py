@@ -101,7 +101,7 @@ def start(root: Path, sim: Simulation, claims: Claims | None = None) -> Driver:
     )
     claims = claims or Claims()
     preparer = Preparer(DRIVER, NODE, CdiStore(cfg.cdi_dir, DRIVER), claims, sim)
-    plugin = DraPlugin(cfg, preparer)
+    plugin = DraPlugin(cfg, preparer, hold=sim.plugin_down)
     plugin.start()
     kubelet = FakeDraKubelet(cfg.registry_dir)
     kubelet.register()
@@ -361,3 +361,24 @@ def test_claims_the_api_cannot_give_are_refused(
     source = APIClaims(InClusterAPI.from_url(claim_server.url), DRIVER)
     with pytest.raises(PrepareError, match=reason):
         source.allocated(ClaimRef(*CLAIM))
+
+
+def test_plugin_down_takes_the_driver_away_until_it_ends(root: Path) -> None:
+    down = [{"name": "crash", "type": "PluginDown"}]
+    sim = simulation(down)
+    with running(root, sim) as d:
+        runner = threading.Thread(target=d.plugin.keep_serving, args=(d.stop,))
+        runner.start()
+        try:
+            sockets = (d.cfg.registration_path, d.cfg.socket_path)
+            wait = time.monotonic() + 5
+            while any(p.exists() for p in sockets) and time.monotonic() < wait:
+                time.sleep(0.05)
+            assert not any(p.exists() for p in sockets)
+            sim.update(simulation().state.config)  # the fault is removed
+            d.kubelet.register(timeout=5)
+            d.claims.allocations[CLAIM[2]] = devices(0)
+            assert d.kubelet.prepare(CLAIM).claims[CLAIM[2]].error == ""
+        finally:
+            d.stop.set()
+            runner.join(5)
