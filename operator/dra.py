@@ -22,7 +22,7 @@ from typing import Any
 from simdev.operator.builders import common_labels
 from simdev.operator.model import Device
 from simdev.operator.observed import NodeResources
-from simdev.operator.simulation import faults_of, node_counts, pools_of
+from simdev.operator.simulation import faults_of, node_counts, pools_of, selects
 from simdev.plugin.devices import numa_node_of
 from simdev.plugin.draids import device_name, device_uuid
 from simdev.plugin.faults import UNHEALTHY, Clock, is_active
@@ -49,10 +49,6 @@ class NodeDevices:
     numa_nodes: int | None
 
 
-def _selected(device: Device, node: NodeResources) -> bool:
-    return all(node.labels.get(k) == v for k, v in device.spec.node_selector)
-
-
 def node_devices(
     device: Device, nodes: Iterable[NodeResources], clock: Clock, now: float
 ) -> list[NodeDevices]:
@@ -66,7 +62,7 @@ def node_devices(
     pools = pools_of(device)
     found = []
     for node in sorted(nodes, key=lambda n: n.name):
-        if not _selected(device, node):
+        if not selects(device, node):
             continue
         pool = pool_for(pools, node.labels)
         count, _ = node_counts(device, pool)
