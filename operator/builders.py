@@ -26,6 +26,15 @@ from simdev.operator.model import (
 )
 
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+# The kubelet's DRA folders and the runtime's CDI folder (spec.dra): the plugin's defaults.
+DRA_PLUGINS_DIR = "/var/lib/kubelet/plugins"
+DRA_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
+CDI_DIR = "/var/run/cdi"
+DRA_MOUNTS = (
+    ("dra-plugins", DRA_PLUGINS_DIR),
+    ("dra-registry", DRA_REGISTRY_DIR),
+    ("cdi", CDI_DIR),
+)
 CONFIG_DIR = "/etc/simdev"
 CONFIG_FILE = "config.yaml"
 CONTAINER_NAME = "plugin"
@@ -135,7 +144,8 @@ def _cluster_metadata(device: Device) -> dict[str, Any]:
 
 
 def plugin_cluster_role(device: Device) -> dict[str, Any]:
-    """Read access to this one SimulatedDevice (live changes) and to Nodes (their labels).
+    """Read access to this one SimulatedDevice (live changes) and to Nodes (their labels),
+    and with DRA to ResourceClaims (RBAC cannot narrow them to the claims of one node).
 
     Nodes cannot be narrowed to the plugin's own node by RBAC; node labels are not secret.
     """
@@ -151,6 +161,18 @@ def plugin_cluster_role(device: Device) -> dict[str, Any]:
                 "verbs": ["get", "list", "watch"],
             },
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            # The DRA plugin reads which devices a claim it prepares was allocated.
+            *(
+                [
+                    {
+                        "apiGroups": ["resource.k8s.io"],
+                        "resources": ["resourceclaims"],
+                        "verbs": ["get"],
+                    }
+                ]
+                if device.spec.dra.enabled
+                else []
+            ),
         ],
     }
 
@@ -180,8 +202,8 @@ def cluster_objects(device: Device) -> list[dict[str, Any]]:
     return [plugin_cluster_role(device), plugin_cluster_role_binding(device)]
 
 
-# Settings a running plugin cannot take live: the socket and the registered resource.
-RESTART_KEYS = ("resourceName", "pluginName", "devicePluginDir", "simulatedDevice")
+# Settings a running plugin cannot take live: the sockets and the registered names.
+RESTART_KEYS = ("resourceName", "pluginName", "devicePluginDir", "simulatedDevice", "dra")
 
 
 def plugin_config(device: Device) -> dict[str, Any]:
@@ -215,6 +237,9 @@ def plugin_config(device: Device) -> dict[str, Any]:
     # Only when there are pools: a plugin image older than pools refuses the key.
     if spec.node_pools:
         config["nodePools"] = [dict(p) for p in spec.node_pools]
+    # Likewise: the DRA driver only when enabled.
+    if spec.dra.enabled:
+        config["dra"] = {"enabled": True, "driverName": spec.dra.driver_name}
     return config
 
 
@@ -229,7 +254,7 @@ def config_hash(device: Device) -> str:
     without a restart.
     """
     config = plugin_config(device)
-    fixed = yaml.safe_dump({k: config[k] for k in RESTART_KEYS}, sort_keys=True)
+    fixed = yaml.safe_dump({k: config[k] for k in RESTART_KEYS if k in config}, sort_keys=True)
     return hashlib.sha256(fixed.encode()).hexdigest()[:16]
 
 
@@ -249,6 +274,9 @@ def _container(device: Device, runtime: PluginRuntime, metrics_port: int) -> dic
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if device.spec.dra.enabled:
+        # The same paths as on the host: the kubelet dials the endpoint the plugin names.
+        mounts += [{"name": name, "mountPath": path} for name, path in DRA_MOUNTS]
     env: list[dict[str, Any]] = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "LOG_FORMAT", "value": "json"},
@@ -303,6 +331,11 @@ def _volumes(device: Device) -> list[dict[str, Any]]:
         {"name": "config", "configMap": {"name": child_name(device.name)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
+    if device.spec.dra.enabled:
+        volumes += [
+            {"name": name, "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+            for name, path in DRA_MOUNTS
+        ]
     return volumes
 
 

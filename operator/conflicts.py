@@ -6,6 +6,7 @@ only one object per resource name and per plugin name is deployed: the one creat
 (ties broken by UID: creation timestamps have one-second resolution, and a UID never changes,
 so the winner never flips after the fact). The socket directory is one host path shared by
 every namespace, so the plugin name clashes whatever namespace each object deploys into.
+A DRA driver name (spec.dra) is claimed the same way: its slices and class are named by it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ class Conflict:
 
 
 def _claims(device: Device) -> list[tuple[str, str]]:
-    return [
+    claims = [
         ("resourceName", device.spec.resource_name),
         ("pluginName", device.spec.plugin_name),
     ]
+    # Two objects with one DRA driver would overwrite each other's slices and class.
+    if device.spec.dra.enabled:
+        claims.append(("dra.driverName", device.spec.dra.driver_name))
+    return claims
 
 
 def _lingering(device: Device) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from simdev.operator import builders
 from simdev.operator.audit import Listed
 from simdev.operator.builders import PluginRuntime
+from simdev.operator.dra_publisher import DraPublisher
 from simdev.operator.kube import JSON_PATCH, MERGE, RBAC, STRATEGIC, Kube, Ref
 from simdev.operator.model import (
     API_VERSION,
@@ -67,6 +68,8 @@ class Deployer:
     def __init__(self, kube: Kube, runtime: PluginRuntime) -> None:
         self._kube = kube
         self.runtime = runtime
+        # The DRA objects (ResourceSlices, DeviceClass): see dra_publisher.py.
+        self.dra = DraPublisher(kube)
 
     def ensure_namespace(self, device: Device) -> list[str]:
         """Creates the target namespace if missing, or joins its owners if the operator made it.
@@ -155,6 +158,7 @@ class Deployer:
             outcome.notes += self._remove(device, namespace)
             outcome.notes += self.release_namespace(device, namespace)
         self._remove_cluster_children(device)
+        self.dra.remove(device)
         return outcome
 
     def _remove_cluster_children(self, device: Device) -> None:
@@ -168,6 +172,8 @@ class Deployer:
         so the DaemonSet stays until its pods are gone and their sockets are closed. The
         namespace is left to the garbage collector, which deletes it after its last owner.
         """
+        # Slices go first: the scheduler must stop placing claims on devices being removed.
+        self.dra.remove(device)
         left = []
         for namespace in sorted(set(namespaces)):
             self._remove(device, namespace)

@@ -56,6 +56,7 @@ ROUTINE_HANDLERS = (
     "node_changed",
     "pod_changed",
     "daemon_set_changed",
+    "resource_slice_changed",
     "simulated_device_changed",
     "safety-net",
     "fault-clock",
@@ -231,6 +232,20 @@ async def daemon_set_changed(
     if owner:
         observe = observer_from(kwargs)
         await _reconciler(memo).reconcile_quietly(owner, observe)
+
+
+@kopf.on.event("resource.k8s.io", "v1", "resourceslices", labels={MANAGED_BY_LABEL: MANAGER})
+async def resource_slice_changed(
+    type: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    # A slice someone else deleted is published again now, not at the next resync. Our own
+    # writes need nothing: the reconcile that made them knows them.
+    owner = labels.get(OWNER_LABEL)
+    if type == "DELETED" and owner:
+        await _reconciler(memo).reconcile_quietly(owner, observer_from(kwargs))
 
 
 @kopf.on.event("v1", "nodes")

@@ -26,6 +26,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from simdev.operator.model import API_VERSION, KIND, MANAGER, PLURAL
 
 RBAC = "rbac.authorization.k8s.io/v1"
+RESOURCE = "resource.k8s.io/v1"
 PLURALS = {
     ("v1", "Namespace"): "namespaces",
     ("v1", "ServiceAccount"): "serviceaccounts",
@@ -34,12 +35,16 @@ PLURALS = {
     (RBAC, "ClusterRole"): "clusterroles",
     (RBAC, "ClusterRoleBinding"): "clusterrolebindings",
     (API_VERSION, KIND): PLURAL,
+    (RESOURCE, "ResourceSlice"): "resourceslices",
+    (RESOURCE, "DeviceClass"): "deviceclasses",
 }
 CLUSTER_SCOPED = {
     ("v1", "Namespace"),
     (RBAC, "ClusterRole"),
     (RBAC, "ClusterRoleBinding"),
     (API_VERSION, KIND),
+    (RESOURCE, "ResourceSlice"),
+    (RESOURCE, "DeviceClass"),
 }
 
 APPLY = "application/apply-patch+yaml"
@@ -227,6 +232,15 @@ class Kube:
             name = f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
             found.add((name, str(meta.get("uid", ""))))
         return frozenset(found)
+
+    def list_labelled(
+        self, api_version: str, kind: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """Every object of a cluster-scoped kind with these labels (whole objects)."""
+        resource = self._resource(Ref(api_version, kind, ""))
+        response = resource.get(label_selector=label_selector, serialize=False)
+        items: list[dict[str, Any]] = _decoded(response)[1].get("items") or []
+        return items
 
     def get(self, ref: Ref) -> dict[str, Any] | None:
         try:

@@ -44,6 +44,36 @@ CONFIG_HASH_ANNOTATION = "simdev.io/config-hash"
 PLUGIN_IMAGE_ID_ANNOTATION = "simdev.io/plugin-image-id"
 
 
+# spec.dra.driverName defaults to "<metadata.name>" followed by this domain.
+DRA_DRIVER_DOMAIN = "simdev.io"
+
+
+@dataclass(frozen=True)
+class DraSpec:
+    """spec.dra: the same devices offered through Dynamic Resource Allocation."""
+
+    enabled: bool = False
+    driver_name: str = ""
+    # Typed attributes as written ({"string": "h100-sim"}, ...), by name, sorted.
+    attributes: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    # Quantities as strings ("80Gi"), by name, sorted.
+    capacity: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any], object_name: str) -> DraSpec:
+        return cls(
+            enabled=bool(raw.get("enabled")),
+            # The schema cannot default a field from metadata, so the operator does it.
+            driver_name=str(raw.get("driverName") or f"{object_name}.{DRA_DRIVER_DOMAIN}"),
+            attributes=tuple(
+                sorted((str(k), dict(v)) for k, v in (raw.get("attributes") or {}).items())
+            ),
+            capacity=tuple(
+                sorted((str(k), str(v)) for k, v in (raw.get("capacity") or {}).items())
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     """The effective spec of a SimulatedDevice, with every default resolved."""
@@ -69,6 +99,7 @@ class DeviceSpec:
     fail_requests_greater_than_one: bool = False
     # spec.nodePools as written (the plugin parses them too); validated by the API server.
     node_pools: tuple[Mapping[str, Any], ...] = ()
+    dra: DraSpec = DraSpec()
 
     @property
     def advertised_devices(self) -> int:
@@ -124,6 +155,7 @@ class Device:
                 sharing_policy=str(sharing.get("policy") or DEFAULT_SHARING_POLICY),
                 fail_requests_greater_than_one=bool(sharing.get("failRequestsGreaterThanOne")),
                 node_pools=tuple(spec.get("nodePools") or ()),
+                dra=DraSpec.from_spec(spec.get("dra") or {}, name),
             ),
             status=dict(body.get("status") or {}),
         )

@@ -21,6 +21,7 @@ import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from simdev.operator import dra
 from simdev.operator.audit import Audit, Listed, Stale
 from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
@@ -158,6 +159,10 @@ class Reconciler:
                     outcome = await asyncio.to_thread(
                         self._deployer.deploy, device, namespaces, port
                     )
+                    wanted = self._dra_objects(device, world, previous)
+                    outcome.notes += await asyncio.to_thread(
+                        self._deployer.dra.publish, device, wanted
+                    )
             except ApiException as err:
                 if err.status in RACE_STATUSES:
                     # Not a failure worth a status or an Event: read again and retry.
@@ -239,6 +244,13 @@ class Reconciler:
         rows = node_rows(device, world.nodes, allocated, clock, now)
         totals = DeviceTotals.of(resource, world.nodes, allocated)
         return totals, rows, fault_entries(device, clock, rows, now)
+
+    def _dra_objects(
+        self, device: Device, world: World, status: Mapping[str, Any]
+    ) -> dra.DraObjects:
+        """The slices and class for the nodes and faults of now (nothing with DRA off)."""
+        now = self._epoch()
+        return dra.desired(device, world.nodes, fault_clock(device, status, now), now)
 
     def next_fault_change(self, name: str, observe: Observe) -> float | None:
         """Seconds until a fault of this object switches on or off, or None."""

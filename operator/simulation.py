@@ -104,7 +104,8 @@ class NodeRow:
         return {**row, "pool": self.pool} if self.pool else row
 
 
-def _selected(device: Device, node: NodeResources) -> bool:
+def selects(device: Device, node: NodeResources) -> bool:
+    """spec.nodeSelector matches the node: the DaemonSet runs a plugin there."""
     return all(node.labels.get(k) == v for k, v in device.spec.node_selector)
 
 
@@ -121,7 +122,7 @@ def node_rows(
     pools = pools_of(device)
     rows = []
     for node in nodes:
-        selected = _selected(device, node)
+        selected = selects(device, node)
         if not selected and resource not in node.capacity:
             continue
         pool = pool_for(pools, node.labels) if selected else None

@@ -32,6 +32,7 @@ WATCH_SECONDS = 60  # the server ends each watch after this; we then watch again
 READ_MARGIN_SECONDS = 15  # no byte for WATCH_SECONDS + this: the connection is dead
 CONNECT_SECONDS = 5.0  # connect and TLS handshake; also bounds how late stop can act
 RETRY_SECONDS = (0.5, 10.0)  # first retry delay, doubled up to the second
+GET_SECONDS = 10.0  # one plain read (a DRA claim), well within the kubelet's call timeout
 
 Object = dict[str, Any]
 OnEvent = Callable[[Object | None], None]
@@ -106,6 +107,23 @@ class InClusterAPI:
             token = self.token_path.read_text(encoding="utf-8").strip()
             headers["Authorization"] = f"Bearer {token}"
         return headers
+
+    def get(self, path: str) -> Object | None:
+        """One object by its path; None when the API server has none (404)."""
+        conn = self.connect()
+        try:
+            # A single read: no watch to outlast, so a short deadline.
+            conn.sock.settimeout(GET_SECONDS)
+            conn.request("GET", path, None, self.headers())
+            response = conn.getresponse()
+            if response.status == 404:
+                return None
+            if response.status != 200:
+                raise APIError(f"HTTP {response.status} {_status_message(response)}")
+            found: Object = json.loads(response.read())
+            return found
+        finally:
+            conn.close()
 
     def watch_object(self, path: str, name: str, on_event: OnEvent, stop: threading.Event) -> None:
         """Calls on_event with the named object under list path (None when absent) as it

@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from simdev.plugin.draconfig import DRA_KEY, DraConfig, DraConfigError, parse_dra
 from simdev.plugin.faults import Fault, FaultError, parse_faults
 from simdev.plugin.limits import MAX_DEVICES, MAX_NUMA_NODES
 from simdev.plugin.policies import AllocationPolicy, SharingPolicy
@@ -68,6 +69,8 @@ class Config:
     node_pools: tuple[NodePool, ...] = ()
     # The node pool these settings come from; empty: the top level.
     pool: str = ""
+    # The DRA node service beside the device plugin (only from --config); None: off.
+    dra: DraConfig | None = None
 
     @property
     def advertised_devices(self) -> int:
@@ -162,11 +165,21 @@ def load(env: Mapping[str, str], config_file: Path | None = None) -> Config:
         if FAULTS_KEY in data:
             faults, faults_source = data.pop(FAULTS_KEY), f"{FAULTS_KEY} in {config_file}"
         pools = data.pop(POOLS_KEY, None)
+        dra = data.pop(DRA_KEY, None)
         for key, value in _string_values(data, f" in {config_file}").items():
             s = _BY_KEY[key]
             raw[s.field] = (value, f"{key} in {config_file}")
     cfg = replace(_build(raw), faults=_faults(faults, faults_source))
+    if config_file is not None:
+        cfg = replace(cfg, dra=_dra(dra, f" in --config {config_file}"))
     return replace(cfg, node_pools=_pools(pools, cfg, f"--config {config_file}"))
+
+
+def _dra(raw: Any, where: str) -> DraConfig | None:
+    try:
+        return parse_dra(raw, where)
+    except DraConfigError as err:
+        raise ConfigError(str(err)) from err
 
 
 def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
@@ -188,7 +201,9 @@ def with_spec(cfg: Config, spec: Mapping[str, Any], where: str) -> Config:
         live.update({k: v for k, v in given.items() if k in _BY_KEY and v is not None})
     for key, value in _string_values(live, located).items():
         raw[_BY_KEY[key].field] = (value, f"{key}{located}")
-    cfg = replace(_build(raw), faults=_faults(spec.get(FAULTS_KEY), f"spec.faults of {where}"))
+    # The DRA settings need a restart (sockets, driver): they stay the file's.
+    faults = _faults(spec.get(FAULTS_KEY), f"spec.faults of {where}")
+    cfg = replace(_build(raw), faults=faults, dra=cfg.dra)
     return replace(cfg, node_pools=_pools(spec.get(POOLS_KEY), cfg, where))
 
 
@@ -215,7 +230,9 @@ def with_pool(cfg: Config, pool: NodePool | None, location: str = "") -> Config:
     }
     for key, value in _string_values(pool.settings, located).items():
         raw[_BY_KEY[key].field] = (value, f"{key}{located}")
-    return replace(_build(raw), faults=cfg.faults, node_pools=cfg.node_pools, pool=pool.name)
+    return replace(
+        _build(raw), faults=cfg.faults, node_pools=cfg.node_pools, pool=pool.name, dra=cfg.dra
+    )
 
 
 def _pools(raw: Any, cfg: Config, where: str) -> tuple[NodePool, ...]:
@@ -285,9 +302,10 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of settings")
     flat = _flatten(data, f" in {path}")
-    unknown = sorted(str(k) for k in flat if k not in _BY_KEY and k not in (FAULTS_KEY, POOLS_KEY))
+    extra = (FAULTS_KEY, POOLS_KEY, DRA_KEY)
+    unknown = sorted(str(k) for k in flat if k not in _BY_KEY and k not in extra)
     if unknown:
-        known = ", ".join([*_BY_KEY, FAULTS_KEY, POOLS_KEY])
+        known = ", ".join([*_BY_KEY, *extra])
         raise ConfigError(
             f"unknown key(s) in --config {path}: {', '.join(unknown)} (known keys: {known})"
         )

@@ -20,6 +20,8 @@ from simdev.plugin import config as configuration
 from simdev.plugin.logs import FORMATS
 
 if TYPE_CHECKING:
+    from simdev.plugin.apiwatch import InClusterAPI
+    from simdev.plugin.draplugin import DraPlugin
     from simdev.plugin.metrics import PluginMetrics
     from simdev.plugin.simulation import Simulation
 
@@ -149,6 +151,15 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     if cfg.simulated_device:
         _follow(cfg, simulation, stop)
 
+    dra = _dra_plugin(cfg, simulation)
+    if dra is not None:
+        try:
+            dra.start()
+        except (ServerError, OSError) as err:
+            log.error("cannot serve the DRA driver", extra={"fields": {"error": str(err)}})
+            return 1
+        threading.Thread(target=dra.keep_serving, args=(stop,), name="dra", daemon=True).start()
+
     server = PluginServer(
         cfg.socket_path,
         lambda: DevicePluginService(model, simulation, metrics.allocated if metrics else None),
@@ -175,15 +186,16 @@ def _run(cfg: configuration.Config, log_format: str) -> int:
     finally:
         stop.set()
         simulation.wake()
+        if dra is not None:
+            dra.stop()
     return 0
 
 
-def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.Event) -> None:
-    """Starts following the SimulatedDevice and the Node through the API, when reachable."""
+def _api() -> InClusterAPI | None:
+    """The API server of this pod's environment; None (logged) when there is none."""
     import logging
 
     from simdev.plugin.apiwatch import SERVICE_ACCOUNT, InClusterAPI
-    from simdev.plugin.follow import Follower
 
     log = logging.getLogger("simdev.plugin")
     # Where the token and CA are; settable so the plugin can follow from outside a pod.
@@ -191,11 +203,40 @@ def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.E
     try:
         api = InClusterAPI.from_environment(os.environ, account)
     except ValueError as err:
-        log.error("live changes are off", extra={"fields": {"error": str(err)}})
-        return
+        log.error("no usable Kubernetes API", extra={"fields": {"error": str(err)}})
+        return None
+    if api is None:
+        log.warning("no Kubernetes API in this environment")
+    return api
+
+
+def _dra_plugin(cfg: configuration.Config, simulation: Simulation) -> DraPlugin | None:
+    """The DRA driver beside the device plugin, when the configuration enables it."""
+    if cfg.dra is None:
+        return None
+    from simdev.plugin.cdi import CdiStore
+    from simdev.plugin.draplugin import DraPlugin
+    from simdev.plugin.draprepare import APIClaims, NoClaims, Preparer
+
+    driver = cfg.dra.driver_name
+    api = _api()
+    claims = APIClaims(api, driver) if api is not None else NoClaims()
+    store = CdiStore(cfg.dra.cdi_dir, driver)
+    preparer = Preparer(driver, cfg.node_name, store, claims, simulation)
+    return DraPlugin(cfg.dra, preparer, hold=simulation.plugin_down)
+
+
+def _follow(cfg: configuration.Config, simulation: Simulation, stop: threading.Event) -> None:
+    """Starts following the SimulatedDevice and the Node through the API, when reachable."""
+    import logging
+
+    from simdev.plugin.follow import Follower
+
+    log = logging.getLogger("simdev.plugin")
+    api = _api()
     if api is None:
         log.warning(
-            "no Kubernetes API in this environment: live changes are off",
+            "live changes are off",
             extra={"fields": {"simulatedDevice": cfg.simulated_device}},
         )
         return

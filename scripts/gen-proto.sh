@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Python modules for the kubelet APIs in plugin/api with
 # grpcio-tools (pip install -e '.[dev]'): the device plugin API
-# (deviceplugin.proto) and the pod-resources API (podresources.proto).
+# (deviceplugin.proto), the pod-resources API (podresources.proto), the plugin
+# registration API (pluginregistration.proto) and the DRA node service (dra.proto).
 #
 # Usage: scripts/gen-proto.sh [OUT_DIR]
 #   OUT_DIR defaults to plugin/api; the staleness test generates into a temp dir
@@ -26,7 +27,7 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-protos=(deviceplugin podresources)
+protos=(deviceplugin podresources pluginregistration dra)
 
 # Each proto is compiled by its bare file name, so protoc writes a top-level
 # "import <name>_pb2"; the modules live in a package, hence the rewrite to a

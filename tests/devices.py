@@ -5,8 +5,10 @@ Kept free of pytest fixtures so every e2e module (and benchmarks) can import it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from clusterlib import Cluster, wait_for
@@ -168,3 +170,11 @@ def plugin_namespace(cluster: Cluster, name: str) -> str:
     }
     cluster.apply(json.dumps(manifest))
     return name
+
+
+@contextlib.contextmanager
+def namespace_for_plugins(cluster: Cluster, name: str) -> Iterator[str]:
+    """A plugin namespace made ahead of time (plugin_namespace), deleted afterwards."""
+    plugin_namespace(cluster, name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")

@@ -825,3 +825,75 @@ def test_unknown_pool_fields_are_refused(api: Cluster, extra: dict[str, Any], fi
     code, _, err = dry_run(api, manifest(nodePools=[pool(**extra)]))
     assert code != 0
     assert f'unknown field "{field}"' in err, err
+
+
+def test_dra_defaults_and_a_full_dra_spec_round_trip(api: Cluster) -> None:
+    code, out, err = dry_run(api, manifest(dra={}))
+    assert code == 0, err
+    assert json.loads(out)["spec"]["dra"] == {"enabled": False}
+    dra = {
+        "enabled": True,
+        "driverName": "gpu.sim.example.com",
+        "attributes": {
+            "model": {"string": "h100-sim"},
+            "cores": {"int": 132},
+            "mig": {"bool": False},
+            "driverVersion": {"version": "550.54.15"},
+            "vendor.example.com/family": {"string": "hopper"},
+        },
+        "capacity": {"memory": "80Gi", "power": 700},
+    }
+    code, out, err = dry_run(api, manifest(dra=dra))
+    assert code == 0, err
+    assert json.loads(out)["spec"]["dra"] == dra
+
+
+def test_a_long_name_needs_a_driver_name(api: Cluster) -> None:
+    code, _, err = dry_run(api, manifest("n" * 54, dra={"enabled": True}))
+    assert code != 0
+    assert "spec.dra.driverName" in err and "longer than 53" in err, err
+    code, _, err = dry_run(api, manifest("n" * 53, dra={"enabled": True}))
+    assert code == 0, err
+    code, _, err = dry_run(api, manifest("n" * 54, dra={"enabled": False}))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("dra", "field", "reason"),
+    [
+        ({"driverName": "Sim.example.com"}, "spec.dra.driverName", "DNS subdomain"),
+        ({"driverName": "s" * 64}, "spec.dra.driverName", "63"),
+        ({"attributes": {"model-name": {"string": "x"}}}, "spec.dra.attributes", "C identifiers"),
+        ({"attributes": {"x" * 33: {"string": "x"}}}, "spec.dra.attributes", "C identifiers"),
+        ({"attributes": {"uuid": {"string": "x"}}}, "spec.dra.attributes", "set by the operator"),
+        ({"attributes": {"model": {}}}, "spec.dra.attributes[model]", "exactly one of"),
+        (
+            {"attributes": {"model": {"string": "x", "int": 1}}},
+            "spec.dra.attributes[model]",
+            "exactly one of",
+        ),
+        (
+            {"attributes": {"v": {"version": "1.2"}}},
+            "spec.dra.attributes[v].version",
+            "semantic version",
+        ),
+        ({"attributes": {"s": {"string": "x" * 65}}}, "spec.dra.attributes.s.string", "64"),
+        ({"capacity": {"memory": "80GB"}}, "spec.dra.capacity.memory", "should match"),
+        ({"capacity": {"mem-ory": "1"}}, "spec.dra.capacity", "C identifiers"),
+        (
+            {
+                "attributes": {f"a{n}": {"int": n} for n in range(20)},
+                "capacity": {f"c{n}": "1" for n in range(10)},
+            },
+            "spec.dra.attributes",
+            "at most 29",
+        ),
+    ],
+)
+def test_invalid_dra_fields_are_refused_by_name(
+    api: Cluster, dra: dict[str, Any], field: str, reason: str
+) -> None:
+    code, _, err = dry_run(api, manifest(dra={"enabled": True, **dra}))
+    assert code != 0, f"{dra} was accepted"
+    assert field in err, err
+    assert reason in err, err

@@ -176,6 +176,15 @@ def test_plugin_may_read_only_its_own_object_and_nodes(device: DeviceFactory) ->
         assert owner["uid"] == d.uid
 
 
+def test_with_dra_the_plugin_may_also_read_resource_claims(device: DeviceFactory) -> None:
+    plain_role, _ = builders.cluster_objects(device("sample"))
+    role, _ = builders.cluster_objects(device("sample", dra={"enabled": True}))
+    assert role["rules"] == [
+        *plain_role["rules"],
+        {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get"]},
+    ]
+
+
 def test_node_selector_tolerations_and_image_override(device: DeviceFactory) -> None:
     toleration = {"key": "simdev", "operator": "Exists", "effect": "NoSchedule"}
     d = device(
@@ -296,6 +305,9 @@ def test_config_hash_rolls_pods_only_for_what_plugins_cannot_take_live(
     ):
         assert template_hash(device(**live)) == base, live
     assert template_hash(device(pluginName="other")) != base
+    # The DRA driver's sockets and name are fixed for the life of a plugin.
+    assert template_hash(device(dra={"enabled": True})) != base
+    assert template_hash(device(dra={"enabled": False})) == base
     # The node selector is part of the pod template anyway; it does not touch the config.
     assert template_hash(device(nodeSelector={"a": "b"})) == base
 
@@ -352,3 +364,32 @@ def test_every_sample_makes_a_config_the_plugin_accepts(tmp_path: Path) -> None:
         load({"NODE_NAME": "node-a"}, f)
     numa = Device.from_body(yaml.safe_load((SAMPLES / "simulateddevice-numa-gpu.yaml").read_text()))
     assert (numa.spec.numa_nodes, numa.spec.advertised_devices) == (2, 24)
+
+
+def test_with_dra_the_plugin_serves_the_driver_from_the_kubelet_folders(
+    device: DeviceFactory, tmp_path: Path
+) -> None:
+    d = device("gpus", dra={"enabled": True, "attributes": {"model": {"string": "x"}}})
+    assert builders.plugin_config(d)["dra"] == {"enabled": True, "driverName": "gpus.simdev.io"}
+    f = tmp_path / "config.yaml"
+    f.write_text(builders.render_config(d))
+    cfg = load({"NODE_NAME": "node-a"}, f)
+    assert cfg.dra is not None and cfg.dra.driver_name == "gpus.simdev.io"
+    pod = builders.daemon_set(d, PluginRuntime(IMAGE))["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v.get("hostPath", {}).get("path") for v in pod["volumes"]}
+    for name, path in (
+        ("dra-plugins", "/var/lib/kubelet/plugins"),
+        ("dra-registry", "/var/lib/kubelet/plugins_registry"),
+        ("cdi", "/var/run/cdi"),
+    ):
+        assert mounts[name] == volumes[name] == path
+    # The paths in the pod are the plugin's own defaults, so the file needs none of them.
+    assert (cfg.dra.plugins_dir, cfg.dra.registry_dir, cfg.dra.cdi_dir) == (
+        Path(mounts["dra-plugins"]),
+        Path(mounts["dra-registry"]),
+        Path(mounts["cdi"]),
+    )
+    plain = builders.daemon_set(device("gpus"), PluginRuntime(IMAGE))["spec"]["template"]["spec"]
+    assert "cdi" not in {v["name"] for v in plain["volumes"]}
+    assert "dra" not in builders.plugin_config(device("gpus"))

@@ -112,3 +112,14 @@ def test_stale_conflicts_skips_objects_being_deleted(device: DeviceFactory) -> N
     a = device("a", created=T1, resourceName="example.com/x")
     b = device("b", created=T2, resourceName="example.com/x", deleting=True)
     assert stale_conflicts([a, b]) == []
+
+
+def test_a_dra_driver_name_is_held_by_the_earlier_object(device: DeviceFactory) -> None:
+    dra = {"enabled": True, "driverName": "gpu.example.com"}
+    first = device("a", created=T1, resourceName="example.com/a", dra=dra)
+    later = device("b", created=T2, resourceName="example.com/b", dra=dra)
+    off = device("c", created=T3, resourceName="example.com/c", dra={**dra, "enabled": False})
+    verdicts = resolve([later, first, off])
+    assert verdicts["a"] is None and verdicts["c"] is None
+    assert verdicts["b"] == Conflict("a", "dra.driverName", "gpu.example.com")
+    assert "spec.dra.driverName" in verdicts["b"].message

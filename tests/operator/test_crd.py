@@ -179,3 +179,120 @@ def test_printer_columns_read_declared_fields(version: dict[str, Any]) -> None:
         for part in json_path.strip(".").split("."):
             assert part in node["properties"], f"column {name}: {json_path} is not in the schema"
             node = node["properties"][part]
+
+
+def _rule_pattern(rule: str) -> re.Pattern[str]:
+    """The first regular expression of a CEL rule (the CRD's and Python's syntax agree here)."""
+    found = re.search(r"matches\('([^']+)'\)", rule)
+    assert found, rule
+    return re.compile(found.group(1))
+
+
+def dra_schema(version: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = spec_schema(version)["dra"]
+    return schema
+
+
+def test_dra_is_off_by_default_and_the_driver_name_is_computed(version: dict[str, Any]) -> None:
+    props = dra_schema(version)["properties"]
+    assert props["enabled"]["default"] is False
+    assert "default" not in props["driverName"]  # <metadata.name>.simdev.io, by the operator
+    assert props["driverName"]["maxLength"] == 63
+    assert model.DRA_DRIVER_DOMAIN == "simdev.io"
+    rules = version["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    (length,) = [r for r in rules if r.get("fieldPath") == ".spec.dra.driverName"]
+    # 53 + len(".simdev.io") is the API server's 63-character limit on driver names.
+    assert f"<= {63 - len('.' + model.DRA_DRIVER_DOMAIN)}" in length["rule"]
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("gpus.simdev.io", True),
+        ("a", True),
+        ("sim-1.example.com", True),
+        ("Sim.example.com", False),
+        ("-sim.example.com", False),
+        ("sim..example.com", False),
+        ("sim_1.example.com", False),
+    ],
+)
+def test_driver_name_rule(version: dict[str, Any], name: str, valid: bool) -> None:
+    (rule,) = dra_schema(version)["properties"]["driverName"]["x-kubernetes-validations"]
+    assert bool(_rule_pattern(rule["rule"]).fullmatch(name)) is valid
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("model", True),
+        ("_private", True),
+        ("x" * 32, True),
+        ("x" * 33, False),
+        ("vendor.example.com/model", True),
+        ("memory_GiB", True),
+        ("1model", False),
+        ("model-name", False),
+        ("Vendor.com/model", False),
+        ("/model", False),
+        ("a/b/c", False),
+    ],
+)
+def test_attribute_and_capacity_name_rule(version: dict[str, Any], name: str, valid: bool) -> None:
+    """The rule of the API server's QualifiedName: [domain/]C identifier of at most 32."""
+    props = dra_schema(version)["properties"]
+    for field in ("attributes", "capacity"):
+        rule = props[field]["x-kubernetes-validations"][0]["rule"]
+        assert bool(_rule_pattern(rule).fullmatch(name)) is valid, (field, name)
+
+
+def test_long_attribute_domains_are_refused(version: dict[str, Any]) -> None:
+    rule = dra_schema(version)["properties"]["attributes"]["x-kubernetes-validations"][0]["rule"]
+    second = re.findall(r"matches\('([^']+)'\)", rule)[1]
+    assert re.match(second, "d" * 63 + "/model")
+    assert not re.match(second, "d" * 64 + "/model")
+
+
+@pytest.mark.parametrize(
+    ("version_text", "valid"),
+    [
+        ("1.2.3", True),
+        ("0.0.0", True),
+        ("2.0.0-rc.1", True),
+        ("1.2.3+build.5", True),
+        ("1.2", False),
+        ("01.2.3", False),
+        ("1.2.3-01", False),
+        ("v1.2.3", False),
+    ],
+)
+def test_version_attribute_rule(version: dict[str, Any], version_text: str, valid: bool) -> None:
+    attribute = dra_schema(version)["properties"]["attributes"]["additionalProperties"]
+    (rule,) = attribute["properties"]["version"]["x-kubernetes-validations"]
+    assert bool(_rule_pattern(rule["rule"]).fullmatch(version_text)) is valid
+
+
+@pytest.mark.parametrize(
+    ("quantity", "valid"),
+    [("80Gi", True), ("1500m", True), ("4", True), ("1.5Gi", True), ("1e3", True),
+     ("-1", False), ("80GB", False), ("", False), ("Gi", False)],
+)  # fmt: skip
+def test_capacity_quantity_rule(version: dict[str, Any], quantity: str, valid: bool) -> None:
+    value = dra_schema(version)["properties"]["capacity"]["additionalProperties"]
+    assert value["x-kubernetes-int-or-string"] is True
+    # A pattern: a CEL rule on an unbounded int-or-string is far over the cost budget.
+    assert "x-kubernetes-validations" not in value
+    assert bool(re.fullmatch(value["pattern"], quantity)) is valid
+
+
+def test_attribute_limits_match_the_builders(version: dict[str, Any]) -> None:
+    from simdev.operator import dra
+
+    room = dra.MAX_ATTRIBUTES_AND_CAPACITIES - len(dra.BUILT_IN_ATTRIBUTES)
+    schema = dra_schema(version)
+    assert schema["properties"]["attributes"]["maxProperties"] == room
+    assert schema["properties"]["capacity"]["maxProperties"] == room
+    (total,) = schema["x-kubernetes-validations"]
+    assert total["rule"].endswith(f"<= {room}")
+    reserved = schema["properties"]["attributes"]["x-kubernetes-validations"][1]["rule"]
+    assert all(f"'{name}'" in reserved for name in dra.BUILT_IN_ATTRIBUTES)

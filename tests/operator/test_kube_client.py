@@ -62,6 +62,11 @@ GROUPS = {
         ("clusterroles", "ClusterRole", False),
         ("clusterrolebindings", "ClusterRoleBinding", False),
     ),
+    "resource.k8s.io/v1": _resources(
+        "resource.k8s.io/v1",
+        ("resourceslices", "ResourceSlice", False),
+        ("deviceclasses", "DeviceClass", False),
+    ),
 }
 CRD_GROUP = "simdev.io/v1alpha1"
 CRD = _resources(CRD_GROUP, ("simulateddevices", "SimulatedDevice", False))
@@ -311,6 +316,31 @@ def test_identities_are_read_as_metadata_only(server: FakeApiServer, kube: Kube)
     assert kube.identities("/api/v1/pods") == {("ns/p", "1"), ("ns/q", "2")}
     assert kube.identities("/api/v1/nodes") == frozenset()
     assert server.requests()[0].headers["accept"] == PARTIAL_METADATA
+
+
+def test_labelled_lists_send_the_selector_and_give_whole_objects(
+    server: FakeApiServer, kube: Kube
+) -> None:
+    items = [{"metadata": {"name": "n1-d-0"}, "spec": {"driver": "d", "devices": []}}]
+    server.replies[("GET", "/apis/resource.k8s.io/v1/resourceslices")] = (
+        200,
+        {"kind": "ResourceSliceList", "apiVersion": "resource.k8s.io/v1", "items": items},
+    )
+    selector = "simdev.io/simulated-device=a,app.kubernetes.io/component=dra-driver"
+    assert kube.list_labelled("resource.k8s.io/v1", "ResourceSlice", selector) == items
+    (listed,) = server.requests()
+    assert listed.query == {"labelSelector": selector}
+
+
+def test_a_list_of_a_group_the_server_does_not_serve_is_a_404(
+    server: FakeApiServer, kube: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the DRA publisher meets on a cluster without resource.k8s.io/v1.
+    monkeypatch.delitem(GROUPS, "resource.k8s.io/v1")
+    with pytest.raises(ApiException) as err:
+        kube.list_labelled("resource.k8s.io/v1", "DeviceClass", "a=b")
+    assert err.value.status == 404
+    assert server.requests() == []
 
 
 def test_unmanaged_kinds_fail_before_any_request(server: FakeApiServer, kube: Kube) -> None:

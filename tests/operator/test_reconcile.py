@@ -16,6 +16,7 @@ from simdev.operator import reconcile
 from simdev.operator.audit import Listed
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Outcome, RetryLater
+from simdev.operator.dra import DraObjects
 from simdev.operator.model import Device
 from simdev.operator.observed import DaemonSetState, NodeResources
 from simdev.operator.reconcile import Reconciler
@@ -26,8 +27,20 @@ DeviceFactory = Callable[..., Device]
 NOW = "2030-01-01T00:00:00Z"
 
 
+class FakeDra:
+    """Records what the reconcile asks to publish, by object name."""
+
+    def __init__(self) -> None:
+        self.published: dict[str, DraObjects] = {}
+
+    def publish(self, device: Device, wanted: DraObjects) -> list[str]:
+        self.published[device.name] = wanted
+        return []
+
+
 class FakeDeployer:
     def __init__(self) -> None:
+        self.dra = FakeDra()
         self.calls: list[tuple[str, str, list[str]]] = []
         self.statuses: dict[str, dict[str, Any]] = {}
         self.failure: Exception | None = None
@@ -402,3 +415,53 @@ def test_host_network_plugins_get_distinct_lasting_metrics_ports(
     harness.deployer.runtime = PluginRuntime("img")
     harness.run("a")
     assert harness.deployer.ports["a"] is None
+
+
+def test_publishes_dra_slices_for_the_selected_nodes(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a", numberDevices=3, nodeSelector={"gpu": "yes"}, dra={"enabled": True})
+    nodes = (
+        NodeResources("n1", {}, {}, labels={"gpu": "yes"}),
+        NodeResources("n2", {}, {}, labels={"gpu": "no"}),
+    )
+    harness.world = World(devices={"a": d}, nodes=nodes)
+    harness.run("a")
+    wanted = harness.deployer.dra.published["a"]
+    assert wanted.device_class is not None
+    assert wanted.device_class["metadata"]["name"] == "a.simdev.io"
+    assert list(wanted.pools) == ["n1"]
+    (only,) = wanted.pools["n1"]
+    assert [dev["name"] for dev in only["spec"]["devices"]] == ["device-0", "device-1", "device-2"]
+
+
+def test_without_dra_the_reconcile_publishes_nothing(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a")}, nodes=(node("x/y", 0),))
+    harness.run("a")
+    assert harness.deployer.dra.published["a"] == DraObjects(None, {})
+
+
+def test_a_deleted_slice_reconciles_its_owner_and_nothing_else_does(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    from simdev.operator import handlers
+    from simdev.operator.model import OWNER_LABEL
+
+    harness.world = World(devices={"a": device("a", dra={"enabled": True})})
+    indexes: dict[str, Any] = {
+        "simdev_devices": {"a": [harness.world.devices["a"]]},
+        "simdev_daemonsets": {},
+        "simdev_nodes": {},
+        "simdev_pods": {},
+    }
+    memo = kopf.Memo(reconciler=harness.reconciler)
+    changed: Any = handlers.resource_slice_changed
+    for kind in ("ADDED", "MODIFIED", None):
+        asyncio.run(changed(type=kind, labels={OWNER_LABEL: "a"}, memo=memo, **indexes))
+    asyncio.run(changed(type="DELETED", labels={}, memo=memo, **indexes))
+    assert harness.deployer.calls == []
+    asyncio.run(changed(type="DELETED", labels={OWNER_LABEL: "a"}, memo=memo, **indexes))
+    assert harness.deployer.calls == [("deploy", "a", ["simple-device-plugin"])]
+    assert "a" in harness.deployer.dra.published

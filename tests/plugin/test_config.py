@@ -304,3 +304,43 @@ def test_live_groups_apply_as_a_whole() -> None:
     )
     with pytest.raises(ConfigError, match=r'^invalid topology.numaNodes "0" in SD x: '):
         with_spec(base, {"topology": {"numaNodes": 0}}, "SD x")
+
+
+def test_dra_settings_come_from_the_file(tmp_path: Path) -> None:
+    from simdev.plugin.draconfig import DraConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("dra:\n  enabled: true\n  driverName: gpus.simdev.io\n  cdiDir: /run/cdi\n")
+    cfg = load({"NODE_NAME": "n"}, path)
+    assert cfg.dra == DraConfig("gpus.simdev.io", cdi_dir=Path("/run/cdi"))
+    assert cfg.dra.socket_path == Path("/var/lib/kubelet/plugins/gpus.simdev.io/dra.sock")
+    assert cfg.dra.registration_path == Path(
+        "/var/lib/kubelet/plugins_registry/gpus.simdev.io-reg.sock"
+    )
+    # Live changes and pools keep the file's DRA settings: they need a restart.
+    assert with_spec(cfg, {"numberDevices": 3}, "SimulatedDevice x").dra == cfg.dra
+    path.write_text("dra:\n  enabled: false\n  driverName: gpus.simdev.io\n")
+    assert load({"NODE_NAME": "n"}, path).dra is None
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("dra: on", "invalid dra in --config"),
+        ("dra:\n  enabled: yes please\n", "invalid dra.enabled"),
+        ("dra:\n  enabled: true\n", "invalid dra.driverName None"),
+        ("dra:\n  enabled: true\n  driverName: Gpus\n", "invalid dra.driverName 'Gpus'"),
+        ("dra:\n  enabled: true\n  driverName: " + "g" * 64, "at most 63 characters"),
+        ("dra:\n  enabled: true\n  driverName: g\n  cdiDir: cdi\n", "invalid dra.cdiDir"),
+        ("dra:\n  enabled: true\n  driverName: g\n  cdi: /x\n", "unknown key(s) cdi in dra"),
+        (
+            f"dra:\n  enabled: true\n  driverName: g\n  registryDir: /{'r' * 100}\n",
+            "invalid dra.registryDir",
+        ),
+    ],
+)
+def test_bad_dra_settings_name_the_key(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load({"NODE_NAME": "n"}, path)

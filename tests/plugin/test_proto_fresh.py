@@ -1,4 +1,4 @@
-"""The committed generated code matches plugin/api/deviceplugin.proto and podresources.proto."""
+"""The committed generated code matches the .proto files in plugin/api, and their wire names."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 API = REPO / "plugin" / "api"
-PROTOS = ("deviceplugin", "podresources")
+PROTOS = ("deviceplugin", "podresources", "pluginregistration", "dra")
 GENERATED = tuple(
     f"{name}{suffix}" for name in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 )
@@ -107,3 +107,47 @@ def test_pod_resources_wire_names_match_the_kubelet_api() -> None:
     assert fields["AllocatableResourcesResponse"] == {"devices": 1, "cpu_ids": 2, "memory": 3}
     assert fields["GetPodResourcesRequest"] == {"pod_name": 1, "pod_namespace": 2}
     assert fields["GetPodResourcesResponse"] == {"pod_resources": 1}
+
+
+def test_plugin_registration_wire_names_match_the_kubelet_api() -> None:
+    from simdev.plugin.api import pluginregistration_pb2 as pb
+
+    service = pb.DESCRIPTOR.services_by_name["Registration"]
+    assert service.full_name == "pluginregistration.Registration"
+    assert [m.name for m in service.methods] == ["GetInfo", "NotifyRegistrationStatus"]
+    fields = {
+        name: {f.name: f.number for f in message.fields}
+        for name, message in pb.DESCRIPTOR.message_types_by_name.items()
+    }
+    assert fields == {
+        "PluginInfo": {"type": 1, "name": 2, "endpoint": 3, "supported_versions": 4},
+        "RegistrationStatus": {"plugin_registered": 1, "error": 2},
+        "RegistrationStatusResponse": {},
+        "InfoRequest": {},
+    }
+
+
+def test_dra_wire_names_match_the_kubelet_api() -> None:
+    from simdev.plugin.api import dra_pb2 as pb
+
+    service = pb.DESCRIPTOR.services_by_name["DRAPlugin"]
+    # What the kubelet dials: /k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/<method>.
+    assert service.full_name == "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
+    assert [m.name for m in service.methods] == [
+        "NodePrepareResources",
+        "NodeUnprepareResources",
+    ]
+    fields = {
+        name: {f.name: f.number for f in message.fields}
+        for name, message in pb.DESCRIPTOR.message_types_by_name.items()
+    }
+    assert fields == {
+        "NodePrepareResourcesRequest": {"claims": 1},
+        "NodePrepareResourcesResponse": {"claims": 1},
+        "NodePrepareResourceResponse": {"devices": 1, "error": 2},
+        "Device": {"request_names": 1, "pool_name": 2, "device_name": 3, "cdi_device_ids": 4},
+        "NodeUnprepareResourcesRequest": {"claims": 1},
+        "NodeUnprepareResourcesResponse": {"claims": 1},
+        "NodeUnprepareResourceResponse": {"error": 1},
+        "Claim": {"namespace": 1, "uid": 2, "name": 3},
+    }
