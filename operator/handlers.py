@@ -218,6 +218,8 @@ async def simulated_device_changed(
     for other in reconciler.needing_reconcile(observe()):
         if other != name:
             await reconciler.reconcile_quietly(other, observe)
+    # A deleted object (its finalizer gone) no longer shows in the index: nodes drop it.
+    await reconciler.nodes.sync_all(observe)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={MANAGED_BY_LABEL: MANAGER})
@@ -235,12 +237,15 @@ async def daemon_set_changed(
 
 @kopf.on.event("v1", "nodes")
 async def node_changed(
+    name: str,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     # Most node updates are heartbeats; only objects whose device counts moved are touched.
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
+    # A new or relabelled fake node gets its resources; a zeroed stale key goes.
+    await reconciler.nodes.sync_node(name, observe)
     for name in reconciler.needing_reconcile(observe()):
         await reconciler.reconcile_quietly(name, observe)
 

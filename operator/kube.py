@@ -28,6 +28,8 @@ from simdev.operator.model import API_VERSION, KIND, MANAGER, PLURAL
 RBAC = "rbac.authorization.k8s.io/v1"
 PLURALS = {
     ("v1", "Namespace"): "namespaces",
+    # Only ever the status subresource (node_status.py).
+    ("v1", "Node"): "nodes",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "ConfigMap"): "configmaps",
     ("apps/v1", "DaemonSet"): "daemonsets",
@@ -37,6 +39,7 @@ PLURALS = {
 }
 CLUSTER_SCOPED = {
     ("v1", "Namespace"),
+    ("v1", "Node"),
     (RBAC, "ClusterRole"),
     (RBAC, "ClusterRoleBinding"),
     (API_VERSION, KIND),

@@ -27,6 +27,7 @@ from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
 from simdev.operator.metrics import OperatorMetrics
 from simdev.operator.model import Device
+from simdev.operator.node_sync import NodeSync
 from simdev.operator.observed import (
     DeviceTotals,
     allocated_on,
@@ -104,6 +105,8 @@ class Reconciler:
         # Metrics ports handed out on the host network, by object name (see _metrics_port).
         self._ports: dict[str, int] = {}
         self._retry_delay: dict[str, float] = {}
+        # The node status no kubelet writes (fake nodes, stale keys): see node_sync.py.
+        self.nodes = NodeSync(deployer, self.view, self.status_of, epoch)
 
     def view(self, observe: Observe) -> World:
         """The indexes' world, less the entries the last audit found deleted."""
@@ -135,6 +138,8 @@ class Reconciler:
             result = "raced"
             raise
         finally:
+            # Fake nodes follow the object whatever became of its plugin objects.
+            await self.nodes.sync_all(observe)
             self._metrics.reconciles.labels(result=result).inc()
             self._metrics.reconcile_seconds.observe(time.monotonic() - began)
 
@@ -276,9 +281,12 @@ class Reconciler:
                 return []
             namespaces = world.namespaces_of(device, self.status_of(device))
             try:
-                return await asyncio.to_thread(self._deployer.tear_down, device, namespaces)
+                left = await asyncio.to_thread(self._deployer.tear_down, device, namespaces)
             except ApiException as err:
                 raise kopf.TemporaryError(api_error(err), delay=RETRY_DELAY) from err
+        # A deleting object serves nothing: its resource leaves the fake nodes now.
+        await self.nodes.sync_all(observe)
+        return left
 
     def needing_reconcile(self, world: World) -> list[str]:
         """Objects whose status no longer matches the cluster, judged from memory alone.

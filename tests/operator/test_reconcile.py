@@ -36,6 +36,7 @@ class FakeDeployer:
         self.ports: dict[str, int | None] = {}
         self.listed = Listed(frozenset(), frozenset(), frozenset())
         self.ready = 0
+        self.node_patches: list[tuple[str, dict[str, Any]]] = []
 
     def list_identities(self) -> Listed:
         return self.listed
@@ -72,6 +73,9 @@ class FakeDeployer:
                 status.pop(key, None)
             else:
                 status[key] = value
+
+    def patch_node_status(self, node: str, patch: Mapping[str, Any]) -> None:
+        self.node_patches.append((node, dict(patch)))
 
 
 class Harness:

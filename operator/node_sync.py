@@ -1,0 +1,133 @@
+"""Writes the node status node_status.py decides: fake nodes' resources, stale kubelet keys.
+
+Level-based like the SimulatedDevice reconcile: every call reads the latest indexes and
+patches only the nodes that differ. A pass over every node (after any SimulatedDevice
+changed) is coalesced: calls that arrive while one runs make one more pass, not one each,
+so ten objects created at once cost about two passes, each writing all ten resources of a
+node in one patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from simdev.operator.conflicts import resolve
+from simdev.operator.deployer import Deployer
+from simdev.operator.kube import api_error
+from simdev.operator.model import Device
+from simdev.operator.node_status import NodePatch, node_patches
+from simdev.operator.simulation import fault_clock
+from simdev.operator.world import Observe, World
+from simdev.plugin.faults import Clock
+
+logger = logging.getLogger(__name__)
+
+# Patches in flight at once: the API server takes them in parallel, the GIL does the rest.
+CONCURRENT_PATCHES = 8
+# A pass that failed somewhere is made again after this long.
+RETRY_DELAY = 5.0
+
+
+def in_force(
+    world: World, status_of: Callable[[Device], Mapping[str, Any]], now: float
+) -> list[tuple[Device, Clock]]:
+    """The objects that serve their resource now (not deleting, not held back by a conflict)."""
+    verdicts = resolve(world.devices.values())
+    return [
+        (d, fault_clock(d, status_of(d), now))
+        for name, d in sorted(world.devices.items())
+        if not d.deleting and verdicts.get(name) is None
+    ]
+
+
+class NodeSync:
+    def __init__(
+        self,
+        deployer: Deployer,
+        view: Callable[[Observe], World],
+        status_of: Callable[[Device], Mapping[str, Any]],
+        epoch: Callable[[], float] = time.time,
+    ) -> None:
+        self._deployer = deployer
+        self._view = view
+        self._status_of = status_of
+        self._epoch = epoch
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._retried: asyncio.Task[None] | None = None
+
+    def patches(self, observe: Observe, names: Collection[str] | None = None) -> list[NodePatch]:
+        """What the nodes (those named, or all) need now, judged from memory alone."""
+        world = self._view(observe)
+        nodes = world.nodes if names is None else [n for n in world.nodes if n.name in names]
+        now = self._epoch()
+        return node_patches(nodes, in_force(world, self._status_of, now), now)
+
+    async def sync_node(self, name: str, observe: Observe) -> None:
+        """One node, after an event of its own (cheap: only that node is looked at)."""
+        if not await self._apply(self.patches(observe, {name})):
+            self._schedule_retry(observe)
+
+    async def sync_all(self, observe: Observe) -> None:
+        """Every node; returns once a pass that started after this call has finished."""
+        if self._running is not None and not self._running.done():
+            # The running task makes one more pass before it finishes.
+            self._again = True
+            await asyncio.shield(self._running)
+            return
+        self._running = asyncio.get_running_loop().create_task(self._passes(observe))
+        await asyncio.shield(self._running)
+
+    async def _passes(self, observe: Observe) -> None:
+        ok = True
+        while True:
+            self._again = False
+            ok = await self._apply(self.patches(observe)) and ok
+            if not self._again:
+                break
+        if not ok:
+            self._schedule_retry(observe)
+
+    async def _apply(self, patches: list[NodePatch]) -> bool:
+        """Sends the patches, a few at a time; False when any failed (logged)."""
+        if not patches:
+            return True
+        gate = asyncio.Semaphore(CONCURRENT_PATCHES)
+
+        async def one(patch: NodePatch) -> bool:
+            async with gate:
+                try:
+                    await asyncio.to_thread(
+                        self._deployer.patch_node_status, patch.node, patch.as_merge_patch()
+                    )
+                except ApiException as err:
+                    if err.status == 404:  # the node went away: nothing to keep right
+                        return True
+                    logger.warning("node %s: status patch failed: %s", patch.node, api_error(err))
+                    return False
+                except urllib3.exceptions.HTTPError as err:
+                    logger.warning("node %s: status patch failed: %s", patch.node, err)
+                    return False
+                return True
+
+        results = await asyncio.gather(*(one(p) for p in patches))
+        return all(results)
+
+    def _schedule_retry(self, observe: Observe) -> None:
+        if self._retry is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retry = None
+            self._retried = loop.create_task(self.sync_all(observe))
+
+        self._retry = loop.call_later(RETRY_DELAY, fire)
