@@ -215,11 +215,9 @@ async def simulated_device_changed(
     # others; its own changes are handled by the create/update/delete handlers.
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
-    for other in reconciler.needing_reconcile(observe()):
-        if other != name:
-            await reconciler.reconcile_quietly(other, observe)
+    reconciler.recheck(observe)
     # A deleted object (its finalizer gone) no longer shows in the index: nodes drop it.
-    await reconciler.nodes.sync_all(observe)
+    reconciler.nodes.request_sync(observe)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={MANAGED_BY_LABEL: MANAGER})
@@ -246,8 +244,7 @@ async def node_changed(
     observe = observer_from(kwargs)
     # A new or relabelled fake node gets its resources; a zeroed stale key goes.
     await reconciler.nodes.sync_node(name, observe)
-    for name in reconciler.needing_reconcile(observe()):
-        await reconciler.reconcile_quietly(name, observe)
+    reconciler.recheck(observe)
 
 
 @kopf.on.event("v1", "pods")
@@ -259,10 +256,7 @@ async def pod_changed(
     # Devices held by pods are counted per node; most pods ask for none and change nothing.
     if not requested_devices(body.get("spec") or {}):
         return
-    reconciler = _reconciler(memo)
-    observe = observer_from(kwargs)
-    for name in reconciler.needing_reconcile(observe()):
-        await reconciler.reconcile_quietly(name, observe)
+    _reconciler(memo).recheck(observer_from(kwargs))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="fault-clock", cancellation_timeout=1.0)

@@ -18,6 +18,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from simdev.operator.coalesce import Coalescer
 from simdev.operator.conflicts import resolve
 from simdev.operator.deployer import Deployer
 from simdev.operator.kube import api_error
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Patches in flight at once: the API server takes them in parallel, the GIL does the rest.
 CONCURRENT_PATCHES = 8
+# A pass waits this long first, so that a burst of changes makes one pass.
+PASS_DELAY = 0.2
 # A pass that failed somewhere is made again after this long.
 RETRY_DELAY = 5.0
 
@@ -59,10 +62,8 @@ class NodeSync:
         self._view = view
         self._status_of = status_of
         self._epoch = epoch
-        self._running: asyncio.Task[None] | None = None
-        self._again = False
+        self._passes = Coalescer("node status pass", delay=PASS_DELAY)
         self._retry: asyncio.TimerHandle | None = None
-        self._retried: asyncio.Task[None] | None = None
 
     def patches(self, observe: Observe, names: Collection[str] | None = None) -> list[NodePatch]:
         """What the nodes (those named, or all) need now, judged from memory alone."""
@@ -78,23 +79,25 @@ class NodeSync:
 
     async def sync_all(self, observe: Observe) -> None:
         """Every node; returns once a pass that started after this call has finished."""
-        if self._running is not None and not self._running.done():
-            # The running task makes one more pass before it finishes.
-            self._again = True
-            await asyncio.shield(self._running)
-            return
-        self._running = asyncio.get_running_loop().create_task(self._passes(observe))
-        await asyncio.shield(self._running)
+        await self._passes.run(lambda: self._pass(observe))
 
-    async def _passes(self, observe: Observe) -> None:
-        ok = True
-        while True:
-            self._again = False
-            ok = await self._apply(self.patches(observe)) and ok
-            if not self._again:
-                break
-        if not ok:
+    def request_sync(self, observe: Observe) -> None:
+        """Every node, soon: for callers that need not wait."""
+        self._passes.poke(lambda: self._pass(observe))
+
+    async def _pass(self, observe: Observe) -> None:
+        began = time.monotonic()
+        patches = self.patches(observe)
+        decided = time.monotonic() - began
+        if not await self._apply(patches):
             self._schedule_retry(observe)
+        if patches:
+            logger.info(
+                "node status: %d nodes patched in %.1fs (%.2fs to decide)",
+                len(patches),
+                time.monotonic() - began,
+                decided,
+            )
 
     async def _apply(self, patches: list[NodePatch]) -> bool:
         """Sends the patches, a few at a time; False when any failed (logged)."""
@@ -128,6 +131,6 @@ class NodeSync:
 
         def fire() -> None:
             self._retry = None
-            self._retried = loop.create_task(self.sync_all(observe))
+            self.request_sync(observe)
 
         self._retry = loop.call_later(RETRY_DELAY, fire)

@@ -406,3 +406,42 @@ def test_host_network_plugins_get_distinct_lasting_metrics_ports(
     harness.deployer.runtime = PluginRuntime("img")
     harness.run("a")
     assert harness.deployer.ports["a"] is None
+
+
+def test_a_status_refresh_leaves_the_plugin_objects_alone(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.run("a")
+    harness.world = World(devices={"a": device("a")}, nodes=(node("example.com/simple-device", 2),))
+    harness.deployer.calls.clear()
+    asyncio.run(harness.reconciler.reconcile("a", lambda: harness.world, deploy=False))
+    assert harness.deployer.calls == []
+    assert harness.deployer.statuses["a"]["devices"]["capacity"] == 2
+
+
+def test_a_status_refresh_after_a_failure_deploys(harness: Harness, device: DeviceFactory) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.deployer.failure = RetryLater("waiting")
+    with pytest.raises(kopf.TemporaryError):
+        harness.run("a")
+    harness.deployer.failure = None
+    harness.deployer.calls.clear()
+    asyncio.run(harness.reconciler.reconcile("a", lambda: harness.world, deploy=False))
+    assert [c[0] for c in harness.deployer.calls] == ["deploy"]
+
+
+def test_fake_nodes_get_the_resource_after_a_reconcile(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    fake = NodeResources("kwok-node-0", {}, {}, {"type": "kwok"}, fake=True)
+    harness.world = World(devices={"a": device("a", numberDevices=3)}, nodes=(fake,))
+
+    async def reconcile_then_wait() -> None:
+        await harness.reconciler.reconcile("a", lambda: harness.world)
+        await harness.reconciler.nodes.sync_all(lambda: harness.world)
+
+    asyncio.run(reconcile_then_wait())
+    (name, patch), *_ = harness.deployer.node_patches
+    assert name == "kwok-node-0"
+    assert patch["status"]["capacity"] == {"example.com/simple-device": "3"}
