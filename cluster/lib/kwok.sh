@@ -128,7 +128,7 @@ kwok_up() {
     local first
     for (( first = 0; first < want; first += 500 )); do
       kwok_nodes_yaml "$first" "$(( first + 499 < want - 1 ? first + 499 : want - 1 ))" \
-        | kubectl_admin create -f - 2>&1 | grep -v 'AlreadyExists' >&2 || true
+        | kubectl_admin create -f - 2>&1 >/dev/null | grep -v AlreadyExists >&2 || true
     done
   fi
   wait_until 120 "fake nodes Ready" kwok_all_ready "$want" \
