@@ -27,23 +27,21 @@ KWOK_GOMOD = REPO / "cluster" / "kwok" / "go.mod"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@functools.cache
+def pinned_in(gomod: Path, module: str) -> str:
+    """The version a wrapper module requires of module: the one place it is pinned."""
+    found: list[str] = re.findall(
+        rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", gomod.read_text(), re.M
+    )
+    (version,) = found
+    return version
+
+
 def pinned() -> str:
-    """The helm version the wrapper module requires: the one place it is pinned."""
-    found: list[str] = re.findall(
-        r"^\s*(?:require\s+)?helm\.sh/helm/v3 (v\S+)", GOMOD.read_text(), re.M
-    )
-    (version,) = found
-    return version
+    return pinned_in(GOMOD, "helm.sh/helm/v3")
 
 
-@functools.cache
 def kwok_pinned() -> str:
-    found: list[str] = re.findall(
-        r"^\s*(?:require\s+)?sigs\.k8s\.io/kwok (v\S+)", KWOK_GOMOD.read_text(), re.M
-    )
-    (version,) = found
-    return version
+    return pinned_in(KWOK_GOMOD, "sigs.k8s.io/kwok")
 
 
 @functools.cache
