@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 # Patches in flight at once: the API server takes them in parallel, the GIL does the rest.
 CONCURRENT_PATCHES = 8
-# A pass waits this long first, so that a burst of changes makes one pass.
-PASS_DELAY = 0.2
+# A pass waits this long first, so that a burst of changes (ten objects applied
+# together) makes one pass.
+PASS_DELAY = 1.0
 # A pass that failed somewhere is made again after this long.
 RETRY_DELAY = 5.0
 
