@@ -208,6 +208,8 @@ async def tear_down(
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def simulated_device_changed(
     name: str,
+    type: str,  # the event's type, by kopf's name for it
+    body: kopf.Body,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -217,7 +219,10 @@ async def simulated_device_changed(
     observe = observer_from(kwargs)
     reconciler.recheck(observe)
     # A deleted object (its finalizer gone) no longer shows in the index: nodes drop it.
-    reconciler.nodes.request_sync(observe)
+    if type == "DELETED":
+        reconciler.nodes.device_gone(name, observe)
+    else:
+        reconciler.nodes.device_event(name, body, observe)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={MANAGED_BY_LABEL: MANAGER})

@@ -38,18 +38,19 @@ class Served:
 
 
 def served_on(
-    node: NodeResources, devices: Iterable[tuple[Device, Clock]], now: float
-) -> dict[str, Served]:
-    """The resources the given objects (in force, not conflicting) serve on one node.
+    nodes: Sequence[NodeResources], devices: Iterable[tuple[Device, Clock]], now: float
+) -> dict[str, dict[str, Served]]:
+    """By node name: the resources the given objects (in force, not conflicting) serve there.
 
     The counts are the ones a kubelet would report with a healthy plugin: pools and the
-    faults active now applied, the same as the node's row in ``status.nodeDevices``.
+    faults active now applied, the same as the node's row in ``status.nodeDevices``. Each
+    object's rows are computed for all nodes at once, its faults and pools parsed once.
     """
-    served: dict[str, Served] = {}
+    served: dict[str, dict[str, Served]] = {n.name: {} for n in nodes}
     for device, clock in devices:
-        for row in node_rows(device, (node,), {}, clock, now):
+        for row in node_rows(device, nodes, {}, clock, now):
             if row.selected:
-                served[device.spec.resource_name] = Served(
+                served[row.name][device.spec.resource_name] = Served(
                     row.expected_capacity, row.expected_allocatable
                 )
     return served
@@ -115,12 +116,13 @@ def node_patch(node: NodeResources, served: Mapping[str, Served]) -> NodePatch |
 
 
 def node_patches(
-    nodes: Iterable[NodeResources], devices: Sequence[tuple[Device, Clock]], now: float
+    nodes: Sequence[NodeResources], devices: Sequence[tuple[Device, Clock]], now: float
 ) -> list[NodePatch]:
     """The patches every given node needs; nodes already right are left out."""
+    served = served_on(nodes, devices, now)
     patches = []
     for node in nodes:
-        patch = node_patch(node, served_on(node, devices, now))
+        patch = node_patch(node, served[node.name])
         if patch is not None:
             patches.append(patch)
     return patches

@@ -65,6 +65,8 @@ class NodeSync:
         self._epoch = epoch
         self._passes = Coalescer("node status pass", delay=PASS_DELAY)
         self._retry: asyncio.TimerHandle | None = None
+        # Per object, what of it the node status depends on, as last seen in its events.
+        self._seen: dict[str, tuple[str, int, bool]] = {}
 
     def patches(self, observe: Observe, names: Collection[str] | None = None) -> list[NodePatch]:
         """What the nodes (those named, or all) need now, judged from memory alone."""
@@ -85,6 +87,25 @@ class NodeSync:
     def request_sync(self, observe: Observe) -> None:
         """Every node, soon: for callers that need not wait."""
         self._passes.poke(lambda: self._pass(observe))
+
+    def device_event(self, name: str, body: Mapping[str, Any], observe: Observe) -> None:
+        """A SimulatedDevice's watch event: a pass when its spec or its deletion moved.
+
+        Most of its events are status writes, which change nothing on the nodes.
+        """
+        meta = body.get("metadata") or {}
+        now = (
+            str(meta.get("uid", "")),
+            int(meta.get("generation") or 0),
+            bool(meta.get("deletionTimestamp")),
+        )
+        if self._seen.get(name) != now:
+            self._seen[name] = now
+            self.request_sync(observe)
+
+    def device_gone(self, name: str, observe: Observe) -> None:
+        self._seen.pop(name, None)
+        self.request_sync(observe)
 
     async def _pass(self, observe: Observe) -> None:
         began = time.monotonic()

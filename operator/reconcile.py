@@ -146,8 +146,10 @@ class Reconciler:
             result = "raced"
             raise
         finally:
-            # Fake nodes follow the object whatever became of its plugin objects.
-            self.nodes.request_sync(observe)
+            # Fake nodes follow the object whatever became of its plugin objects. A status
+            # refresh changes nothing they show: node events already brought it about.
+            if deploy:
+                self.nodes.request_sync(observe)
             self._metrics.reconciles.labels(result=result).inc()
             self._metrics.reconcile_seconds.observe(time.monotonic() - began)
 

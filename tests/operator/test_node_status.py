@@ -60,7 +60,7 @@ def test_node_reads_kwoks_mark_and_the_record_from_annotations() -> None:
 def test_a_fake_node_gets_every_selecting_objects_resource(device: DeviceFactory) -> None:
     gpu = device("gpu", resourceName=GPU, numberDevices=4)
     nic = device("nic", resourceName=NIC, numberDevices=2, nodeSelector={"nic": "yes"})
-    patch = node_patch(fake(), served_on(fake(), clocked(gpu, nic), NOW))
+    patch = node_patch(fake(), served_on([fake()], clocked(gpu, nic), NOW)["kwok-node-0"])
     assert patch is not None
     assert patch.as_merge_patch() == {
         "metadata": {"annotations": {RESOURCES_ANNOTATION: GPU}},
@@ -82,7 +82,7 @@ def test_pools_and_unhealthy_faults_lower_a_fake_nodes_allocatable(device: Devic
         resourceName=GPU, numberDevices=2, sharing={"replicas": 2}, nodePools=pools, faults=[sick]
     )
     served = {
-        n: served_on(fake(n, labels=labels), clocked(d), NOW)[GPU]
+        n: served_on([fake(n, labels=labels)], clocked(d), NOW)[n][GPU]
         for n, labels in {"big-a": {"size": "big", "zone": "a"}, "plain": {}}.items()
     }
     # 8 devices x 2 replicas, 2 devices broken; the top level: 2 x 2, healthy.
@@ -92,13 +92,13 @@ def test_pools_and_unhealthy_faults_lower_a_fake_nodes_allocatable(device: Devic
 def test_allocate_time_faults_leave_a_fake_node_as_it_is(device: DeviceFactory) -> None:
     failing = {"name": "fail", "type": "AllocateError", "message": "no"}
     d = device(resourceName=GPU, numberDevices=3, faults=[failing])
-    assert served_on(fake(), clocked(d), NOW) == {GPU: Served(3, 3)}
+    assert served_on([fake()], clocked(d), NOW) == {"kwok-node-0": {GPU: Served(3, 3)}}
 
 
 def test_a_resource_nobody_serves_leaves_a_fake_node(device: DeviceFactory) -> None:
     node = recorded(fake(res={GPU: 4, NIC: 2}), GPU, NIC)
     nic = device("nic", resourceName=NIC, numberDevices=2)
-    patch = node_patch(node, served_on(node, clocked(nic), NOW))
+    patch = node_patch(node, served_on([node], clocked(nic), NOW)[node.name])
     assert patch is not None
     assert patch.as_merge_patch() == {
         "metadata": {"annotations": {RESOURCES_ANNOTATION: NIC}},
@@ -122,9 +122,9 @@ def test_a_real_node_records_what_its_kubelet_reports_of_ours(device: DeviceFact
     d = device(resourceName=GPU, numberDevices=2)
     before = NodeResources("real", {}, {})
     # The plugin has not registered yet: nothing is recorded, nothing written.
-    assert node_patch(before, served_on(before, clocked(d), NOW)) is None
+    assert node_patch(before, served_on([before], clocked(d), NOW)["real"]) is None
     after = NodeResources("real", {GPU: 2, OTHER: 1}, {GPU: 2, OTHER: 1})
-    patch = node_patch(after, served_on(after, clocked(d), NOW))
+    patch = node_patch(after, served_on([after], clocked(d), NOW)["real"])
     assert patch is not None
     # The kubelet's keys are the kubelet's: only the record is written.
     assert patch.as_merge_patch() == {"metadata": {"annotations": {RESOURCES_ANNOTATION: GPU}}}
@@ -146,7 +146,7 @@ def test_a_stale_key_goes_only_once_the_kubelet_zeroed_it() -> None:
 def test_a_zeroed_key_that_is_served_again_stays(device: DeviceFactory) -> None:
     node = recorded(NodeResources("real", {GPU: 0}, {GPU: 0}), GPU)
     d = device(resourceName=GPU)
-    assert node_patch(node, served_on(node, clocked(d), NOW)) is None
+    assert node_patch(node, served_on([node], clocked(d), NOW)[node.name]) is None
 
 
 def test_deleting_and_conflicting_objects_serve_nothing(device: DeviceFactory) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from simdev.operator import reconcile
+from simdev.operator import node_sync, reconcile
 from simdev.operator.audit import Listed
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Outcome, RetryLater
@@ -445,3 +446,38 @@ def test_fake_nodes_get_the_resource_after_a_reconcile(
     (name, patch), *_ = harness.deployer.node_patches
     assert name == "kwok-node-0"
     assert patch["status"]["capacity"] == {"example.com/simple-device": "3"}
+
+
+def test_only_spec_changes_and_deletions_of_an_object_make_node_passes(
+    monkeypatch: pytest.MonkeyPatch, device: DeviceFactory
+) -> None:
+    monkeypatch.setattr(node_sync, "PASS_DELAY", 0.0)
+    harness = Harness()
+    res = "example.com/simple-device"
+    fake = NodeResources("kwok-node-0", {}, {}, {"type": "kwok"}, fake=True)
+    served = dataclasses.replace(
+        fake, capacity={res: 2}, allocatable={res: 2}, recorded=frozenset({res})
+    )
+    harness.world = World(devices={"a": device("a")}, nodes=(fake,))
+    meta = {"uid": "uid-a", "generation": 1}
+    nodes = harness.reconciler.nodes
+
+    def observe() -> World:
+        return harness.world
+
+    async def events() -> None:
+        nodes.device_event("a", {"metadata": meta}, observe)
+        await asyncio.sleep(0.05)
+        # The object is gone from this world, so a pass would remove the resource: its
+        # status writes (the same generation) make none.
+        harness.world = World(devices={}, nodes=(served,))
+        nodes.device_event("a", {"metadata": meta}, observe)
+        await asyncio.sleep(0.05)
+        assert len(harness.deployer.node_patches) == 1
+        nodes.device_gone("a", observe)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(events())
+    (_, wrote), (_, removed) = harness.deployer.node_patches
+    assert wrote["status"]["capacity"] == {res: "2"}
+    assert removed["status"]["capacity"] == {res: None}
