@@ -10,6 +10,7 @@ node in one patch.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -64,6 +65,11 @@ class NodeSync:
         self._status_of = status_of
         self._epoch = epoch
         self._passes = Coalescer("node status pass", delay=PASS_DELAY)
+        # Threads of its own: the loop's default executor also runs kopf's sync indexers for
+        # every watch event, and a pass's patches queued behind those took minutes.
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            CONCURRENT_PATCHES, thread_name_prefix="node-status"
+        )
         self._retry: asyncio.TimerHandle | None = None
         # Per object, what of it the node status depends on, as last seen in its events.
         self._seen: dict[str, tuple[str, int, bool]] = {}
@@ -130,8 +136,11 @@ class NodeSync:
         async def one(patch: NodePatch) -> bool:
             async with gate:
                 try:
-                    await asyncio.to_thread(
-                        self._deployer.patch_node_status, patch.node, patch.as_merge_patch()
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._threads,
+                        self._deployer.patch_node_status,
+                        patch.node,
+                        patch.as_merge_patch(),
                     )
                 except ApiException as err:
                     if err.status == 404:  # the node went away: nothing to keep right
