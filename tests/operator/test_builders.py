@@ -352,3 +352,14 @@ def test_every_sample_makes_a_config_the_plugin_accepts(tmp_path: Path) -> None:
         load({"NODE_NAME": "node-a"}, f)
     numa = Device.from_body(yaml.safe_load((SAMPLES / "simulateddevice-numa-gpu.yaml").read_text()))
     assert (numa.spec.numa_nodes, numa.spec.advertised_devices) == (2, 24)
+
+
+def test_no_plugin_lands_on_a_fake_node(device: DeviceFactory) -> None:
+    ds = builders.daemon_set(device(nodeSelector={"gpu": "yes"}), PluginRuntime(IMAGE))
+    pod = ds["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term == {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["kwok"]}]}
+    # The user's selector still applies beside it.
+    assert pod["nodeSelector"] == {"gpu": "yes"}
