@@ -62,6 +62,17 @@ bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to
 	@bash scripts/deploy.sh
 	PYTHONPATH=tests $(VBIN)/python bench/live_latency.py
 
+# The scale benchmark's fake nodes; afterwards the local cluster goes back to KWOK_NODES.
+SCALE_NODES ?= 500
+KWOK_NODES ?= 0
+.PHONY: bench-scale
+bench-scale: venv ## Scale on the local cluster: 500 fake nodes, 10 SimulatedDevices, 2,000 pods (bench-results/scale.json)
+	@bash $(CLUSTER)/kwok.sh up $(SCALE_NODES)
+	@bash scripts/deploy.sh
+	@export KUBECONFIG=$$(bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG'); \
+	  $(VBIN)/python bench/scale.py; status=$$?; \
+	  bash $(CLUSTER)/kwok.sh up $(KWOK_NODES); exit $$status
+
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto
 	@PATH=$(abspath $(VBIN)):$$PATH bash scripts/gen-proto.sh

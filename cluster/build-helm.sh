@@ -8,30 +8,23 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/common.sh
 . "$here/lib/common.sh"
+# shellcheck source=lib/gobuild.sh
+. "$here/lib/gobuild.sh"
 
 module=$here/helm
-# The version go.mod requires, read without go so that a cache hit needs none.
-version=$(sed -nE 's,^(require)?[[:space:]]*helm\.sh/helm/v3[[:space:]]+(v[^[:space:]]+).*,\2,p' \
-  "$module/go.mod")
+version=$(pinned_version "$module/go.mod" helm.sh/helm/v3)
 [[ $version =~ ^v3\.[0-9]+\.[0-9]+$ ]] \
   || die "$module/go.mod: cannot read the helm.sh/helm/v3 version (got '$version')"
-dir=$SIMDEV_CACHE/helm/$version
-bin=$dir/helm
-if [ -x "$bin" ]; then
-  echo "$bin"
+if [ -x "$SIMDEV_CACHE/helm/$version/helm" ]; then
+  echo "$SIMDEV_CACHE/helm/$version/helm"
   exit 0
 fi
 
-go=$(bash "$here/go-toolchain.sh" "$module/go.mod")
-# The chosen go builds as itself: it switches to no other toolchain, and finds its own
-# GOROOT (one from the environment belongs to whichever go set it).
-export GOTOOLCHAIN=local
-unset GOROOT
-cd "$module"
-
 # The flags of helm's own release builds (its Makefile): the version it reports, and the
 # Kubernetes version that `helm template` and `helm lint` assume, derived from client-go's.
-client_go=$("$go" list -mod=readonly -m -f '{{.Version}}' k8s.io/client-go)
+go=$(bash "$here/go-toolchain.sh" "$module/go.mod")
+client_go=$(cd "$module" && GOTOOLCHAIN=local env -u GOROOT \
+  "$go" list -mod=readonly -m -f '{{.Version}}' k8s.io/client-go)
 [[ $client_go =~ ^v0\.([0-9]+)\. ]] || die "cannot read the client-go version (got '$client_go')"
 k8s_minor=${BASH_REMATCH[1]}
 ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
@@ -40,20 +33,5 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
 done
 
-mkdir -p "$dir"
-# Built to a temp name and renamed, so an interrupted build never leaves a half-written
-# binary that looks cached; what a killed one left is swept a day later.
-find "$dir" -maxdepth 1 -name '.helm.tmp.*' -mmin +1440 -delete 2>/dev/null || true
-tmp=$(mktemp "$dir/.helm.tmp.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-
-start=$(date +%s)
-log "building helm $version with $go ($("$go" env GOVERSION)); first time only, a few minutes"
-# -mod=readonly: go.sum is the pin, so a build must never rewrite it (whatever GOFLAGS says).
-CGO_ENABLED=0 "$go" build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp" \
-  helm.sh/helm/v3/cmd/helm
-built=$("$tmp" version --template '{{.Version}}')
-[ "$built" = "$version" ] || die "the built helm reports $built, not $version"
-mv -f "$tmp" "$bin"
-log "built helm $version in $(( $(date +%s) - start ))s"
-echo "$bin"
+reported() { "$1" version --template '{{.Version}}'; }
+cached_build helm "$version" "$module" helm.sh/helm/v3/cmd/helm "$ldflags" reported

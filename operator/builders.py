@@ -24,6 +24,7 @@ from simdev.operator.model import (
     Device,
     child_name,
 )
+from simdev.operator.observed import FAKE_NODE_LABEL
 
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 # The kubelet's DRA folders and the runtime's CDI folder (spec.dra): the plugin's defaults.
@@ -368,6 +369,25 @@ def daemon_set(
         pod_spec["dnsPolicy"] = "Default"
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
+    # Fake nodes have no kubelet to run a plugin; the operator writes their status instead.
+    # Node affinity sees only labels, so it goes by KWOK's node label, not its annotation.
+    pod_spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": FAKE_NODE_LABEL[0],
+                                "operator": "NotIn",
+                                "values": [FAKE_NODE_LABEL[1]],
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
     if spec.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
     return {

@@ -196,3 +196,7 @@ class Deployer:
     def patch_status(self, device: Device, patch: Mapping[str, Any]) -> None:
         ref = Ref(API_VERSION, KIND, device.name)
         self._kube.patch(ref, {"status": dict(patch)}, MERGE, subresource="status")
+
+    def patch_node_status(self, node: str, patch: Mapping[str, Any]) -> None:
+        """A merge patch of one node's status subresource (see node_status.py)."""
+        self._kube.patch(Ref("v1", "Node", node), dict(patch), MERGE, subresource="status")

@@ -209,6 +209,8 @@ async def tear_down(
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def simulated_device_changed(
     name: str,
+    type: str,  # the event's type, by kopf's name for it
+    body: kopf.Body,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -216,9 +218,12 @@ async def simulated_device_changed(
     # others; its own changes are handled by the create/update/delete handlers.
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
-    for other in reconciler.needing_reconcile(observe()):
-        if other != name:
-            await reconciler.reconcile_quietly(other, observe)
+    reconciler.recheck(observe)
+    # A deleted object (its finalizer gone) no longer shows in the index: nodes drop it.
+    if type == "DELETED":
+        reconciler.nodes.device_gone(name, observe)
+    else:
+        reconciler.nodes.device_event(name, body, observe)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={MANAGED_BY_LABEL: MANAGER})
@@ -250,14 +255,16 @@ async def resource_slice_changed(
 
 @kopf.on.event("v1", "nodes")
 async def node_changed(
+    name: str,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     # Most node updates are heartbeats; only objects whose device counts moved are touched.
     reconciler = _reconciler(memo)
     observe = observer_from(kwargs)
-    for name in reconciler.needing_reconcile(observe()):
-        await reconciler.reconcile_quietly(name, observe)
+    # A new or relabelled fake node gets its resources; a zeroed stale key goes.
+    await reconciler.nodes.sync_node(name, observe)
+    reconciler.recheck(observe)
 
 
 @kopf.on.event("v1", "pods")
@@ -269,10 +276,7 @@ async def pod_changed(
     # Devices held by pods are counted per node; most pods ask for none and change nothing.
     if not requested_devices(body.get("spec") or {}):
         return
-    reconciler = _reconciler(memo)
-    observe = observer_from(kwargs)
-    for name in reconciler.needing_reconcile(observe()):
-        await reconciler.reconcile_quietly(name, observe)
+    _reconciler(memo).recheck(observer_from(kwargs))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="fault-clock", cancellation_timeout=1.0)

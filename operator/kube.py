@@ -29,6 +29,8 @@ RBAC = "rbac.authorization.k8s.io/v1"
 RESOURCE = "resource.k8s.io/v1"
 PLURALS = {
     ("v1", "Namespace"): "namespaces",
+    # Only ever the status subresource (node_status.py).
+    ("v1", "Node"): "nodes",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "ConfigMap"): "configmaps",
     ("apps/v1", "DaemonSet"): "daemonsets",
@@ -40,6 +42,7 @@ PLURALS = {
 }
 CLUSTER_SCOPED = {
     ("v1", "Namespace"),
+    ("v1", "Node"),
     (RBAC, "ClusterRole"),
     (RBAC, "ClusterRoleBinding"),
     (API_VERSION, KIND),

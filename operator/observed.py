@@ -50,6 +50,26 @@ class DaemonSetState:
         )
 
 
+# The resources of SimulatedDevices a node offered, written there by the operator: the
+# record that lets it drop such a key later and never another plugin's (node_status.py).
+RESOURCES_ANNOTATION = "simdev.io/resources"
+# KWOK's mark of the fake nodes it keeps alive: no kubelet runs there.
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_VALUE = "fake"
+# The label fake nodes carry (cluster/lib/kwok.sh): what scheduling rules can see of them.
+FAKE_NODE_LABEL = ("type", "kwok")
+
+
+def recorded_resources(annotations: Mapping[str, str]) -> frozenset[str]:
+    """The resources a node's record names (comma-separated; blanks ignored)."""
+    raw = annotations.get(RESOURCES_ANNOTATION) or ""
+    return frozenset(r.strip() for r in raw.split(",") if r.strip())
+
+
+def is_fake(annotations: Mapping[str, str]) -> bool:
+    return annotations.get(FAKE_NODE_ANNOTATION) == FAKE_NODE_VALUE
+
+
 def _count(value: Any) -> int:
     # Device plugins advertise whole devices, which the kubelet reports as plain integers.
     try:
@@ -62,7 +82,9 @@ def _count(value: Any) -> int:
 class NodeResources:
     """The extended resources one Node reports (names with a domain, e.g. example.com/x).
 
-    Labels are kept too: fault node selectors match on them.
+    Labels are kept too: fault node selectors match on them. Of the annotations only two
+    facts are: whether KWOK fakes the node, and which resources were a SimulatedDevice's
+    (see node_status.py).
     """
 
     name: str
@@ -70,11 +92,14 @@ class NodeResources:
     allocatable: Mapping[str, int]
     labels: Mapping[str, str] = field(default_factory=dict)
     uid: str = ""
+    fake: bool = False
+    recorded: frozenset[str] = frozenset()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeResources:
         status = body.get("status") or {}
         meta = body.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
 
         def extended(section: str) -> dict[str, int]:
             values = status.get(section) or {}
@@ -86,6 +111,8 @@ class NodeResources:
             allocatable=extended("allocatable"),
             labels=dict(meta.get("labels") or {}),
             uid=str(meta.get("uid", "")),
+            fake=is_fake(annotations),
+            recorded=recorded_resources(annotations),
         )
 
 

@@ -23,11 +23,13 @@ from kubernetes.client.exceptions import ApiException
 
 from simdev.operator import dra
 from simdev.operator.audit import Audit, Listed, Stale
+from simdev.operator.coalesce import Coalescer
 from simdev.operator.conflicts import resolve, stale_conflicts
 from simdev.operator.deployer import Deployer, Outcome, RetryLater
 from simdev.operator.kube import api_error
 from simdev.operator.metrics import OperatorMetrics
 from simdev.operator.model import Device
+from simdev.operator.node_sync import NodeSync
 from simdev.operator.observed import (
     DeviceTotals,
     allocated_on,
@@ -60,6 +62,8 @@ AUDIT_PERIOD = 120.0
 # Retries of reconciles that no kopf handler retries: quick first, then backing off.
 RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
+# Watch events of Nodes, Pods and other objects wait this long for more before one recheck.
+RECHECK_DELAY = 1.0
 # Expected races (a failed JSON-patch test, a precondition conflict) resolve on a re-read.
 RACE_STATUSES = (409, 422)
 
@@ -105,6 +109,9 @@ class Reconciler:
         # Metrics ports handed out on the host network, by object name (see _metrics_port).
         self._ports: dict[str, int] = {}
         self._retry_delay: dict[str, float] = {}
+        # The node status no kubelet writes (fake nodes, stale keys): see node_sync.py.
+        self.nodes = NodeSync(deployer, self.view, self.status_of, epoch)
+        self._rechecks = Coalescer("recheck of every SimulatedDevice", delay=RECHECK_DELAY)
 
     def view(self, observe: Observe) -> World:
         """The indexes' world, less the entries the last audit found deleted."""
@@ -125,34 +132,47 @@ class Reconciler:
         if lock is not None and not lock.locked():
             del self._locks[name]
 
-    async def reconcile(self, name: str, observe: Observe) -> None:
-        """Converges one SimulatedDevice; raises kopf.TemporaryError when it must be retried."""
+    async def reconcile(self, name: str, observe: Observe, *, deploy: bool = True) -> None:
+        """Converges one SimulatedDevice; raises kopf.TemporaryError when it must be retried.
+
+        deploy=False refreshes only the status: for changes of nodes and pods, which move
+        device counts but nothing the plugin objects are built from.
+        """
         began = time.monotonic()
         result = "error"
         try:
-            await self._reconcile(name, observe)
+            await self._reconcile(name, observe, deploy)
             result = "ok"
         except Raced:
             result = "raced"
             raise
         finally:
+            # Fake nodes follow the object whatever became of its plugin objects. A status
+            # refresh changes nothing they show: node events already brought it about.
+            if deploy:
+                self.nodes.request_sync(observe)
             self._metrics.reconciles.labels(result=result).inc()
             self._metrics.reconcile_seconds.observe(time.monotonic() - began)
 
-    async def _reconcile(self, name: str, observe: Observe) -> None:
+    async def _reconcile(self, name: str, observe: Observe, deploy: bool) -> None:
         async with self._lock(name):
             world = self.view(observe)
             device = world.devices.get(name)
             if device is None or device.deleting:
                 return
-            self._last_run[device.uid] = time.monotonic()
+            # A status refresh never hides a failure or skips a due resync: those deploy.
+            deploy = deploy or self.resync_due(device)
+            if deploy:
+                self._last_run[device.uid] = time.monotonic()
             previous = self.status_of(device)
             conflict = resolve(world.devices.values())[name]
             namespaces = world.namespaces_of(device, previous, terminating=False)
             error: str | None = None
             outcome = Outcome()
             try:
-                if conflict is not None:
+                if not deploy and conflict is None:
+                    pass  # the plugin objects stand as the last full reconcile left them
+                elif conflict is not None:
                     outcome = await asyncio.to_thread(self._deployer.withdraw, device, namespaces)
                 else:
                     port = self._metrics_port(device, world)
@@ -288,9 +308,24 @@ class Reconciler:
                 return []
             namespaces = world.namespaces_of(device, self.status_of(device))
             try:
-                return await asyncio.to_thread(self._deployer.tear_down, device, namespaces)
+                left = await asyncio.to_thread(self._deployer.tear_down, device, namespaces)
             except ApiException as err:
                 raise kopf.TemporaryError(api_error(err), delay=RETRY_DELAY) from err
+        # A deleting object serves nothing: its resource leaves the fake nodes now.
+        self.nodes.request_sync(observe)
+        return left
+
+    def recheck(self, observe: Observe) -> None:
+        """Soon, reconciles the objects needing_reconcile names: one check for many events."""
+
+        async def check() -> None:
+            world = observe()
+            # Only a changed conflict verdict needs the plugin objects touched.
+            verdicts = set(stale_conflicts(self._current(world).values()))
+            for name in self.needing_reconcile(world):
+                await self.reconcile_quietly(name, observe, deploy=name in verdicts)
+
+        self._rechecks.poke(check)
 
     def needing_reconcile(self, world: World) -> list[str]:
         """Objects whose status no longer matches the cluster, judged from memory alone.
@@ -299,10 +334,7 @@ class Reconciler:
         whose conflict verdict or device counts actually changed are reconciled.
         """
         world = self._audit.view(world)
-        current = {
-            name: dataclasses.replace(d, status=self.status_of(d))
-            for name, d in world.devices.items()
-        }
+        current = self._current(world)
         names = set(stale_conflicts(current.values()))
         for device in current.values():
             if device.deleting:
@@ -318,6 +350,13 @@ class Reconciler:
                 names.add(device.name)
         return sorted(names)
 
+    def _current(self, world: World) -> dict[str, Device]:
+        """The objects with the status this process last wrote for them."""
+        return {
+            name: dataclasses.replace(d, status=self.status_of(d))
+            for name, d in self._audit.view(world).devices.items()
+        }
+
     def resync_due(self, device: Device) -> bool:
         """True when the safety net should reconcile: after a failure, or after a long quiet."""
         failed = any(
@@ -327,10 +366,13 @@ class Reconciler:
         last = self._last_run.get(device.uid)
         return failed or last is None or time.monotonic() - last >= RESYNC_PERIOD
 
-    async def reconcile_quietly(self, name: str, observe: Observe) -> None:
-        """For triggers that kopf does not retry: retried here, within seconds, backing off."""
+    async def reconcile_quietly(self, name: str, observe: Observe, *, deploy: bool = True) -> None:
+        """For triggers that kopf does not retry: retried here, within seconds, backing off.
+
+        Retries are full reconciles.
+        """
         try:
-            await self.reconcile(name, observe)
+            await self.reconcile(name, observe, deploy=deploy)
         except Raced as err:
             logger.debug("reconcile of SimulatedDevice %s raced; again: %s", name, err)
             self._retry(name, observe, RETRY_FIRST)

@@ -1,4 +1,5 @@
-"""cluster/build-helm.sh builds helm once per version into the cache and prints its path.
+"""cluster/build-helm.sh builds helm once per version into the cache and prints its path;
+cluster/build-kwok.sh does the same for the KWOK controller, through the same lib/gobuild.sh.
 
 The first test uses the real build (the session's helm fixture; a few minutes the first time
 on a machine). The others drive the script with a stand-in go and a temporary cache, so they
@@ -21,17 +22,26 @@ from helmlib import Helm
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "cluster" / "build-helm.sh"
 GOMOD = REPO / "cluster" / "helm" / "go.mod"
+KWOK_SCRIPT = REPO / "cluster" / "build-kwok.sh"
+KWOK_GOMOD = REPO / "cluster" / "kwok" / "go.mod"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@functools.cache
-def pinned() -> str:
-    """The helm version the wrapper module requires: the one place it is pinned."""
+def pinned_in(gomod: Path, module: str) -> str:
+    """The version a wrapper module requires of module: the one place it is pinned."""
     found: list[str] = re.findall(
-        r"^\s*(?:require\s+)?helm\.sh/helm/v3 (v\S+)", GOMOD.read_text(), re.M
+        rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", gomod.read_text(), re.M
     )
     (version,) = found
     return version
+
+
+def pinned() -> str:
+    return pinned_in(GOMOD, "helm.sh/helm/v3")
+
+
+def kwok_pinned() -> str:
+    return pinned_in(KWOK_GOMOD, "sigs.k8s.io/kwok")
 
 
 @functools.cache
@@ -90,7 +100,7 @@ case "$1" in
   list) echo v0.37.0 ;;
   build)
     while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
-    printf '#!/bin/sh\necho @REPORTS@\n' > "$out"
+    printf '#!/bin/sh\necho "@REPORTS@"\n' > "$out"
     chmod +x "$out"
     [ -z "@FAIL@" ] || exit 1 ;;
 esac
@@ -98,7 +108,9 @@ esac
 
 
 class FakeGo:
-    def __init__(self, tmp_path: Path, reports: str = "", fail: bool = False) -> None:
+    def __init__(
+        self, tmp_path: Path, reports: str = "", fail: bool = False, tool: str = "helm"
+    ) -> None:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         script = FAKE_GO.replace("@REPORTS@", reports or pinned()).replace("@FAIL@", "x" * fail)
@@ -106,7 +118,9 @@ class FakeGo:
         (self.bin / "go").chmod(0o755)
         self.log = tmp_path / "calls.log"
         self.cache = tmp_path / "cache"
-        self.helm = self.cache / "helm" / pinned() / "helm"
+        self.script = KWOK_SCRIPT if tool == "kwok" else SCRIPT
+        version = kwok_pinned() if tool == "kwok" else pinned()
+        self.helm = self.cache / tool / version / tool
 
     def run(self) -> subprocess.CompletedProcess[str]:
         env = {
@@ -116,7 +130,7 @@ class FakeGo:
             "FAKE_LOG": str(self.log),
         }
         return subprocess.run(
-            ["bash", str(SCRIPT)], env=env, text=True, capture_output=True, timeout=120
+            ["bash", str(self.script)], env=env, text=True, capture_output=True, timeout=120
         )
 
     def calls(self) -> list[str]:
@@ -124,7 +138,7 @@ class FakeGo:
 
     def leftovers(self) -> list[str]:
         folder = self.helm.parent
-        return [p.name for p in folder.iterdir() if p.name != "helm"] if folder.exists() else []
+        return [p.name for p in folder.iterdir() if p != self.helm] if folder.exists() else []
 
 
 def test_a_cached_helm_is_printed_without_go(tmp_path: Path) -> None:
@@ -170,5 +184,31 @@ def test_a_helm_reporting_another_version_is_refused(tmp_path: Path) -> None:
     out = fake.run()
     assert out.returncode != 0
     assert f"reports v3.0.0, not {pinned()}" in out.stderr
+    assert not fake.helm.exists()
+    assert fake.leftovers() == []
+
+
+def test_kwok_is_built_with_its_version_stamp_then_cached(tmp_path: Path) -> None:
+    fake = FakeGo(
+        tmp_path, reports=f"kwok version {kwok_pinned()} go1.99.0 (linux/amd64)", tool="kwok"
+    )
+    out = fake.run()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(fake.helm)
+    assert fake.leftovers() == []
+    (build,) = [c for c in fake.calls() if c.startswith("build ")]
+    assert "-mod=readonly" in build
+    assert f"sigs.k8s.io/kwok/pkg/consts.Version={kwok_pinned()}" in build
+    assert build.endswith("sigs.k8s.io/kwok/cmd/kwok")
+    calls = len(fake.calls())
+    assert fake.run().stdout.strip() == str(fake.helm)
+    assert len(fake.calls()) == calls
+
+
+def test_a_kwok_reporting_another_version_is_refused(tmp_path: Path) -> None:
+    fake = FakeGo(tmp_path, reports="kwok version v0.0.1 go1.99.0 (linux/amd64)", tool="kwok")
+    out = fake.run()
+    assert out.returncode != 0
+    assert f"reports v0.0.1, not {kwok_pinned()}" in out.stderr
     assert not fake.helm.exists()
     assert fake.leftovers() == []

@@ -393,3 +393,14 @@ def test_with_dra_the_plugin_serves_the_driver_from_the_kubelet_folders(
     plain = builders.daemon_set(device("gpus"), PluginRuntime(IMAGE))["spec"]["template"]["spec"]
     assert "cdi" not in {v["name"] for v in plain["volumes"]}
     assert "dra" not in builders.plugin_config(device("gpus"))
+
+
+def test_no_plugin_lands_on_a_fake_node(device: DeviceFactory) -> None:
+    ds = builders.daemon_set(device(nodeSelector={"gpu": "yes"}), PluginRuntime(IMAGE))
+    pod = ds["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term == {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["kwok"]}]}
+    # The user's selector still applies beside it.
+    assert pod["nodeSelector"] == {"gpu": "yes"}

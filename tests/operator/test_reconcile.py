@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from simdev.operator import reconcile
+from simdev.operator import node_sync, reconcile
 from simdev.operator.audit import Listed
 from simdev.operator.builders import PluginRuntime
 from simdev.operator.deployer import Outcome, RetryLater
@@ -49,6 +50,7 @@ class FakeDeployer:
         self.ports: dict[str, int | None] = {}
         self.listed = Listed(frozenset(), frozenset(), frozenset())
         self.ready = 0
+        self.node_patches: list[tuple[str, dict[str, Any]]] = []
 
     def list_identities(self) -> Listed:
         return self.listed
@@ -85,6 +87,9 @@ class FakeDeployer:
                 status.pop(key, None)
             else:
                 status[key] = value
+
+    def patch_node_status(self, node: str, patch: Mapping[str, Any]) -> None:
+        self.node_patches.append((node, dict(patch)))
 
 
 class Harness:
@@ -465,3 +470,77 @@ def test_a_deleted_slice_reconciles_its_owner_and_nothing_else_does(
     asyncio.run(changed(type="DELETED", labels={OWNER_LABEL: "a"}, memo=memo, **indexes))
     assert harness.deployer.calls == [("deploy", "a", ["simple-device-plugin"])]
     assert "a" in harness.deployer.dra.published
+
+
+def test_a_status_refresh_leaves_the_plugin_objects_alone(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.run("a")
+    harness.world = World(devices={"a": device("a")}, nodes=(node("example.com/simple-device", 2),))
+    harness.deployer.calls.clear()
+    asyncio.run(harness.reconciler.reconcile("a", lambda: harness.world, deploy=False))
+    assert harness.deployer.calls == []
+    assert harness.deployer.statuses["a"]["devices"]["capacity"] == 2
+
+
+def test_a_status_refresh_after_a_failure_deploys(harness: Harness, device: DeviceFactory) -> None:
+    harness.world = World(devices={"a": device("a")})
+    harness.deployer.failure = RetryLater("waiting")
+    with pytest.raises(kopf.TemporaryError):
+        harness.run("a")
+    harness.deployer.failure = None
+    harness.deployer.calls.clear()
+    asyncio.run(harness.reconciler.reconcile("a", lambda: harness.world, deploy=False))
+    assert [c[0] for c in harness.deployer.calls] == ["deploy"]
+
+
+def test_fake_nodes_get_the_resource_after_a_reconcile(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    fake = NodeResources("kwok-node-0", {}, {}, {"type": "kwok"}, fake=True)
+    harness.world = World(devices={"a": device("a", numberDevices=3)}, nodes=(fake,))
+
+    async def reconcile_then_wait() -> None:
+        await harness.reconciler.reconcile("a", lambda: harness.world)
+        await harness.reconciler.nodes.sync_all(lambda: harness.world)
+
+    asyncio.run(reconcile_then_wait())
+    (name, patch), *_ = harness.deployer.node_patches
+    assert name == "kwok-node-0"
+    assert patch["status"]["capacity"] == {"example.com/simple-device": "3"}
+
+
+def test_only_spec_changes_and_deletions_of_an_object_make_node_passes(
+    monkeypatch: pytest.MonkeyPatch, device: DeviceFactory
+) -> None:
+    monkeypatch.setattr(node_sync, "PASS_DELAY", 0.0)
+    harness = Harness()
+    res = "example.com/simple-device"
+    fake = NodeResources("kwok-node-0", {}, {}, {"type": "kwok"}, fake=True)
+    served = dataclasses.replace(
+        fake, capacity={res: 2}, allocatable={res: 2}, recorded=frozenset({res})
+    )
+    harness.world = World(devices={"a": device("a")}, nodes=(fake,))
+    meta = {"uid": "uid-a", "generation": 1}
+    nodes = harness.reconciler.nodes
+
+    def observe() -> World:
+        return harness.world
+
+    async def events() -> None:
+        nodes.device_event("a", {"metadata": meta}, observe)
+        await asyncio.sleep(0.05)
+        # The object is gone from this world, so a pass would remove the resource: its
+        # status writes (the same generation) make none.
+        harness.world = World(devices={}, nodes=(served,))
+        nodes.device_event("a", {"metadata": meta}, observe)
+        await asyncio.sleep(0.05)
+        assert len(harness.deployer.node_patches) == 1
+        nodes.device_gone("a", observe)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(events())
+    (_, wrote), (_, removed) = harness.deployer.node_patches
+    assert wrote["status"]["capacity"] == {res: "2"}
+    assert removed["status"]["capacity"] == {res: None}
