@@ -171,7 +171,13 @@ class Reconciler:
             outcome = Outcome()
             try:
                 if not deploy and conflict is None:
-                    pass  # the plugin objects stand as the last full reconcile left them
+                    # The plugin objects stand as the last full reconcile left them; slices
+                    # are per node, so the node changes behind a refresh move them too.
+                    if device.spec.dra.enabled:
+                        wanted = self._dra_objects(device, world, previous)
+                        outcome.notes += await asyncio.to_thread(
+                            self._deployer.dra.publish, device, wanted
+                        )
                 elif conflict is not None:
                     outcome = await asyncio.to_thread(self._deployer.withdraw, device, namespaces)
                 else:

@@ -544,3 +544,20 @@ def test_only_spec_changes_and_deletions_of_an_object_make_node_passes(
     (_, wrote), (_, removed) = harness.deployer.node_patches
     assert wrote["status"]["capacity"] == {res: "2"}
     assert removed["status"]["capacity"] == {res: None}
+
+
+def test_a_status_refresh_moves_dra_slices_to_a_new_node(
+    harness: Harness, device: DeviceFactory
+) -> None:
+    d = device("a", numberDevices=2, dra={"enabled": True})
+    harness.world = World(devices={"a": d}, nodes=(NodeResources("n1", {}, {}),))
+    harness.run("a")
+    assert list(harness.deployer.dra.published["a"].pools) == ["n1"]
+    harness.world = World(
+        devices={"a": d}, nodes=(NodeResources("n1", {}, {}), NodeResources("n2", {}, {}))
+    )
+    harness.deployer.calls.clear()
+    asyncio.run(harness.reconciler.reconcile("a", lambda: harness.world, deploy=False))
+    # The plugin objects are left alone, but the new node gets its slice at once.
+    assert harness.deployer.calls == []
+    assert sorted(harness.deployer.dra.published["a"].pools) == ["n1", "n2"]
