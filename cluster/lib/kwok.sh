@@ -11,8 +11,8 @@ KWOK_NODE_PREFIX=kwok-node-
 KWOK_LABEL=type=kwok
 KWOK_ANNOTATION=kwok.x-k8s.io/node=fake
 # Fake nodes' InternalIP and their pods' addresses: loopback, where nothing listens on the
-# kubelet port for them.
-KWOK_NODE_IP=127.0.0.3
+# kubelet port for them (real nodes are 127.0.0.N: a fake node must never share their address).
+KWOK_NODE_IP=127.63.0.1
 KWOK_POD_CIDR=127.64.0.0/16
 
 kwok_kubeconfig() { echo "$SIMDEV_STATE/kwok.kubeconfig"; }
