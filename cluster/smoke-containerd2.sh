@@ -24,6 +24,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 pids=()
+pod_cgroup=containerd2-smoke-$$-pod
 # cleanup: removes the containers left in the instances' runc roots, stops the daemons this
 # script started and their shims (by session: each daemon leads its own), unmounts what they
 # left under DIR, removes DIR.
@@ -42,6 +43,7 @@ cleanup() {
   for pid in "${pids[@]}"; do
     pkill -KILL -s "$pid" 2>/dev/null || true
   done
+  rmdir /sys/fs/cgroup/*/"$pod_cgroup" 2>/dev/null || true
   # Deepest first.
   while read -r m; do
     umount -l "$m" 2>/dev/null || true
@@ -71,7 +73,7 @@ start_containerd() {
   echo "$pid" >"$SIMDEV_RUN/containerd.pid"
   wait_until 60 containerd "$ctr" --address "$CONTAINERD_SOCK" version \
     || { cat "$LOGS/containerd.log" >&2; die "containerd did not start"; }
-  echo "$(date +%s.%N) - $t0" | bc
+  awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}'
 }
 
 # idle_rss: containerd's RSS in MiB after it has settled.
@@ -89,30 +91,46 @@ cat >"$SIMDEV_STATE/cni/net.d/10-loopback.conflist" <<'CFG'
 {"cniVersion": "1.0.0", "name": "smoke", "plugins": [{"type": "loopback"}]}
 CFG
 ctr=$bin/ctr
-c() { "$ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+# ctr repeats the daemon's cgroup v1 deprecation warning on every call; once in the log is enough.
+c() {
+  "$ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@" \
+    2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2)
+}
 v2_start=$(start_containerd "$bin:$PATH" "$bin/containerd")
 log "containerd $("$bin/containerd" --version | awk '{print $3}') answered after ${v2_start}s"
 v2_rss=$(idle_rss)
 
 plugins=$(c plugins ls)
 for p in io.containerd.grpc.v1.cri io.containerd.cri.v1.runtime io.containerd.cri.v1.images; do
-  grep -Eq "[[:space:]]$p[[:space:]].*ok\$" <<<"$plugins" \
+  # Columns: type, id, platforms, status.
+  [ -n "$(awk -v p="$p" '$1 "." $2 == p && $NF == "ok"' <<<"$plugins")" ] \
     || { echo "$plugins" >&2; die "plugin $p is not ok"; }
 done
-grep -q "\"cdiSpecDirs\":\[\"$CDI_SPEC_DIRS\"\]" "$LOGS/containerd.log" \
-  || die "the CRI plugin's config does not show cdiSpecDirs [$CDI_SPEC_DIRS]"
+# The config it logs is JSON in a quoted string.
+grep -qF -- '\"cdiSpecDirs\":[\"'"$CDI_SPEC_DIRS"'\"]' "$LOGS/containerd.log" \
+  || { grep -i cdi "$LOGS/containerd.log" >&2; die "the CRI plugin's config does not show cdiSpecDirs [$CDI_SPEC_DIRS]"; }
 log "the CRI plugins are ok, with CDI spec dirs [$CDI_SPEC_DIRS] (CDI is always on in 2.4)"
 
 for image in busybox pause; do
   c images import --no-unpack=false "$(base_image_tar "$image")" >/dev/null
 done
 busybox=$(base_image_ref busybox)
-# A memory limit in a cgroup v1 hierarchy: the container reads its own limit back.
+# A memory limit in the cgroup v1 memory hierarchy: the host reads it from the container's
+# cgroup (ctr's spec mounts no cgroupfs in the container). A cgroup of its own at the top:
+# runc removes it with the container, where the default /k8s.io/ID would leave /k8s.io.
 limit=$((64 << 20))
-out=$(c run --rm --runc-root "$SIMDEV_RUN/runc" --memory-limit "$limit" "$busybox" smoke-run \
-  sh -c 'echo hi; cat /sys/fs/cgroup/memory/memory.limit_in_bytes')
-[ "$out" = "hi"$'\n'"$limit" ] || die "ctr run printed '$out', not hi and $limit"
-log "ctr run with Debian's $(runc --version | head -1): hi, memory limit $limit in cgroup v1"
+id=containerd2-smoke-$$
+c run -d --runc-root "$SIMDEV_RUN/runc" --cgroup "/$id" --memory-limit "$limit" "$busybox" "$id" \
+  sleep 60 >/dev/null
+out=$(c tasks exec --exec-id probe "$id" sh -c 'echo hi; grep :memory: /proc/self/cgroup')
+[[ $out == hi$'\n'[0-9]*:memory:/$id ]] || die "ctr exec printed '$out'"
+host_limit=$(cat "/sys/fs/cgroup/memory/$id/memory.limit_in_bytes")
+c tasks delete -f "$id" >/dev/null
+c containers delete "$id"
+[ "$host_limit" = "$limit" ] || die "the container's memory cgroup has limit $host_limit, not $limit"
+[ ! -e "/sys/fs/cgroup/memory/$id" ] || die "the container's cgroup outlived it"
+log "ctr run with Debian's $(runc --version | head -1): hi, in v1 memory cgroup /$id" \
+  "with its limit $limit"
 
 if [ -n "${CRICTL:-}" ]; then
   # A CDI spec giving an env var, requested both ways the kubelet can: the CDIDevices
@@ -123,9 +141,11 @@ if [ -n "${CRICTL:-}" ]; then
  "devices": [{"name": "dev0", "containerEdits": {"env": ["SMOKE_CDI_DEVICE=dev0"]}},
              {"name": "dev1", "containerEdits": {"env": ["SMOKE_CDI_ANNOTATED=dev1"]}}]}
 CFG
+  # The host's network (2 is NODE): no CNI call. A cgroup parent of its own, removed on exit.
   cat >"$dir/pod.json" <<CFG
 {"metadata": {"name": "smoke", "namespace": "default", "uid": "smoke-uid"},
- "linux": {"security_context": {"namespace_options": {"network": 2}}},
+ "linux": {"cgroup_parent": "/$pod_cgroup",
+           "security_context": {"namespace_options": {"network": 2}}},
  "log_directory": "$dir/pod-logs"}
 CFG
   cat >"$dir/container.json" <<CFG
