@@ -58,22 +58,42 @@ use_instance() {
   SIMDEV_RUN=$dir/$1/run
   LOGS=$dir/$1/logs
   CONTAINERD_SOCK=$SIMDEV_RUN/containerd/containerd.sock
+  # Unix socket paths are limited; the longest is containerd's ttrpc socket beside this one.
+  (( ${#CONTAINERD_SOCK} + 6 <= 104 )) \
+    || die "DIR: $dir is too long for containerd's sockets under it; give a shorter one"
   mkdir -p "$SIMDEV_STATE" "$SIMDEV_RUN" "$LOGS"
 }
 
 # start_containerd PATH CONTAINERD: starts it in its own session; prints seconds until it
-# answers.
+# answers (polled every 50 ms, for at most 60 s).
 start_containerd() {
-  local t0 pid
+  local t0 pid i
   t0=$(date +%s.%N)
   PATH=$1 setsid "$2" --config "$SIMDEV_STATE/containerd/config.toml" \
-    >"$LOGS/containerd.log" 2>&1 </dev/null &
+    >>"$LOGS/containerd.log" 2>&1 </dev/null &
   pid=$!
   pids+=("$pid")
   echo "$pid" >"$SIMDEV_RUN/containerd.pid"
-  wait_until 60 containerd "$ctr" --address "$CONTAINERD_SOCK" version \
-    || { cat "$LOGS/containerd.log" >&2; die "containerd did not start"; }
-  awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}'
+  for ((i = 0; i < 1200; i++)); do
+    [ -d "/proc/$pid" ] || break
+    if "$ctr" --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
+      awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}'
+      return
+    fi
+    sleep 0.05
+  done
+  cat "$LOGS/containerd.log" >&2
+  die "containerd did not start"
+}
+
+# restart_containerd PATH CONTAINERD: stops the instance's containerd (SIGTERM, as
+# cluster-down does) and starts it again on its existing root; prints its start time.
+restart_containerd() {
+  local pid
+  pid=$(cat "$SIMDEV_RUN/containerd.pid")
+  kill -TERM "$pid"
+  while [ -d "/proc/$pid" ]; do sleep 0.05; done
+  start_containerd "$@"
 }
 
 # idle_rss: containerd's RSS in MiB after it has settled.
@@ -98,7 +118,6 @@ c() {
 }
 v2_start=$(start_containerd "$bin:$PATH" "$bin/containerd")
 log "containerd $("$bin/containerd" --version | awk '{print $3}') answered after ${v2_start}s"
-v2_rss=$(idle_rss)
 
 plugins=$(c plugins ls)
 for p in io.containerd.grpc.v1.cri io.containerd.cri.v1.runtime io.containerd.cri.v1.images; do
@@ -111,10 +130,13 @@ grep -qF -- '\"cdiSpecDirs\":[\"'"$CDI_SPEC_DIRS"'\"]' "$LOGS/containerd.log" \
   || { grep -i cdi "$LOGS/containerd.log" >&2; die "the CRI plugin's config does not show cdiSpecDirs [$CDI_SPEC_DIRS]"; }
 log "the CRI plugins are ok, with CDI spec dirs [$CDI_SPEC_DIRS] (CDI is always on in 2.4)"
 
-for image in busybox pause; do
-  c images import --no-unpack=false "$(base_image_tar "$image")" >/dev/null
-done
+# The cluster scripts import with Debian's ctr (ctr_k8s): it must work against 2.x too.
+c images import --no-unpack=false "$(base_image_tar pause)" >/dev/null
+ctr --address "$CONTAINERD_SOCK" --namespace k8s.io images import --no-unpack=false \
+  "$(base_image_tar busybox)" >/dev/null
 busybox=$(base_image_ref busybox)
+grep -qx "$busybox" <<<"$(c images ls -q)" || die "Debian's ctr did not import $busybox"
+log "imported the base images, busybox with Debian's $(ctr --version | awk '{print $3}') ctr"
 # A memory limit in the cgroup v1 memory hierarchy: the host reads it from the container's
 # cgroup (ctr's spec mounts no cgroupfs in the container). A cgroup of its own at the top:
 # runc removes it with the container, where the default /k8s.io/ID would leave /k8s.io.
@@ -154,7 +176,11 @@ CFG
  "CDI_devices": [{"name": "smoke.simdev.io/device=dev0"}],
  "annotations": {"cdi.k8s.io/smoke": "smoke.simdev.io/device=dev1"}}
 CFG
-  cri() { "$CRICTL" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 60s "$@"; }
+  : >"$dir/crictl.yaml"
+  cri() {
+    "$CRICTL" --config "$dir/crictl.yaml" --runtime-endpoint "unix://$CONTAINERD_SOCK" \
+      --timeout 60s "$@"
+  }
   pod=$(cri runp "$dir/pod.json")
   cid=$(cri create "$pod" "$dir/container.json" "$dir/pod.json")
   cri start "$cid" >/dev/null
@@ -168,14 +194,20 @@ CFG
   log "CRI: a container got the env of its CDI devices (CDIDevices field and annotation)"
 fi
 
+v2_restart=$(restart_containerd "$bin:$PATH" "$bin/containerd")
+v2_rss=$(idle_rss)
+
 # --- Debian's containerd 1.6, for comparison ---
 use_instance v16
 write_containerd_config
 ctr=$(command -v ctr)
 v16_start=$(start_containerd "$PATH" "$(command -v containerd)")
+c images import --no-unpack=false "$(base_image_tar pause)" >/dev/null
+v16_restart=$(restart_containerd "$PATH" "$(command -v containerd)")
 v16_rss=$(idle_rss)
-log "containerd 2.x: answered after ${v2_start}s, idle RSS ${v2_rss} MiB"
-log "Debian's $(containerd --version | awk '{print $3}'): answered after ${v16_start}s," \
-  "idle RSS ${v16_rss} MiB"
+log "containerd 2.x: answered after ${v2_start}s on a new root, ${v2_restart}s on a restart;" \
+  "idle RSS ${v2_rss} MiB"
+log "Debian's $(containerd --version | awk '{print $3}'): answered after ${v16_start}s on a new" \
+  "root, ${v16_restart}s on a restart; idle RSS ${v16_rss} MiB"
 log "binaries: $(cd "$bin" && du -h containerd containerd-shim-runc-v2 ctr | tr '\t\n' ': ')"
 log "smoke test passed"

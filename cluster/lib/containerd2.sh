@@ -35,6 +35,10 @@ write_containerd2_config() {
   # shellcheck disable=SC2086 # a space-separated list of paths
   cdi_dirs=$(toml_strings $CDI_SPEC_DIRS)
   mkdir -p "$SIMDEV_STATE/containerd/certs.d/docker.io" "$SIMDEV_STATE/cni/net.d"
+  # Version 3 reads in every containerd 2.x; 2.4 migrates it to its version 4 in memory at
+  # each start (a warning, no cost worth a second format). A version 4 file would have to
+  # set the ttrpc socket itself: only before 4 is it derived from the grpc address, and its
+  # own default is the host's /run/containerd.
   cat > "$SIMDEV_STATE/containerd/config.toml" <<CFG
 version = 3
 root = "$SIMDEV_STATE/containerd/root"
