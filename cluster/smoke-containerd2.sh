@@ -147,6 +147,12 @@ c run -d --runc-root "$SIMDEV_RUN/runc" --cgroup "/$id" --memory-limit "$limit" 
 out=$(c tasks exec --exec-id probe "$id" sh -c 'echo hi; grep :memory: /proc/self/cgroup')
 [[ $out == hi$'\n'[0-9]*:memory:/$id ]] || die "ctr exec printed '$out'"
 host_limit=$(cat "/sys/fs/cgroup/memory/$id/memory.limit_in_bytes")
+# The cluster's recovery (our_shims in lib/recover.sh) finds shims by their command line.
+shim=$(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" | head -1)
+[ -n "$shim" ] || die "no shim with -address $CONTAINERD_SOCK on its command line"
+# And it is 2.x's shim, found first on the daemon's PATH, not Debian's 1.6 one.
+[ "$(readlink "/proc/$shim/exe")" = "$bin/containerd-shim-runc-v2" ] \
+  || die "the shim runs $(readlink "/proc/$shim/exe"), not $bin/containerd-shim-runc-v2"
 c tasks delete -f "$id" >/dev/null
 c containers delete "$id"
 [ "$host_limit" = "$limit" ] || die "the container's memory cgroup has limit $host_limit, not $limit"
