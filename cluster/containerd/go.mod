@@ -1,3 +1,7 @@
+// Wrapper module that builds containerd 2.x (cluster/build-containerd.sh). Its
+// github.com/containerd/containerd/v2 line is the one place the version is pinned; go.sum
+// pins every dependency. Bump: go get -tool github.com/containerd/containerd/v2/cmd/containerd@vX.Y.Z
+// && go mod tidy && go mod edit -toolchain=none
 module simdev.io/cluster/containerd
 
 go 1.26.6
