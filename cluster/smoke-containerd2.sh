@@ -64,8 +64,9 @@ use_instance() {
   mkdir -p "$SIMDEV_STATE" "$SIMDEV_RUN" "$LOGS"
 }
 
-# start_containerd PATH CONTAINERD: starts it in its own session; prints seconds until it
-# answers (polled every 50 ms, for at most 60 s).
+# start_containerd PATH CONTAINERD: starts it in its own session and records its PID for
+# cleanup (so never in a subshell); sets `took` to the seconds until it answers (polled
+# every 50 ms, for at most 60 s).
 start_containerd() {
   local t0 pid i
   t0=$(date +%s.%N)
@@ -77,7 +78,7 @@ start_containerd() {
   for ((i = 0; i < 1200; i++)); do
     [ -d "/proc/$pid" ] || break
     if "$ctr" --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
-      awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}'
+      took=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}')
       return
     fi
     sleep 0.05
@@ -87,7 +88,7 @@ start_containerd() {
 }
 
 # restart_containerd PATH CONTAINERD: stops the instance's containerd (SIGTERM, as
-# cluster-down does) and starts it again on its existing root; prints its start time.
+# cluster-down does) and starts it again on its existing root; sets `took` likewise.
 restart_containerd() {
   local pid
   pid=$(cat "$SIMDEV_RUN/containerd.pid")
@@ -116,7 +117,8 @@ c() {
   "$ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@" \
     2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2)
 }
-v2_start=$(start_containerd "$bin:$PATH" "$bin/containerd")
+start_containerd "$bin:$PATH" "$bin/containerd"
+v2_start=$took
 log "containerd $("$bin/containerd" --version | awk '{print $3}') answered after ${v2_start}s"
 
 plugins=$(c plugins ls)
@@ -200,16 +202,19 @@ CFG
   log "CRI: a container got the env of its CDI devices (CDIDevices field and annotation)"
 fi
 
-v2_restart=$(restart_containerd "$bin:$PATH" "$bin/containerd")
+restart_containerd "$bin:$PATH" "$bin/containerd"
+v2_restart=$took
 v2_rss=$(idle_rss)
 
 # --- Debian's containerd 1.6, for comparison ---
 use_instance v16
 write_containerd_config
 ctr=$(command -v ctr)
-v16_start=$(start_containerd "$PATH" "$(command -v containerd)")
+start_containerd "$PATH" "$(command -v containerd)"
+v16_start=$took
 c images import --no-unpack=false "$(base_image_tar pause)" >/dev/null
-v16_restart=$(restart_containerd "$PATH" "$(command -v containerd)")
+restart_containerd "$PATH" "$(command -v containerd)"
+v16_restart=$took
 v16_rss=$(idle_rss)
 log "containerd 2.x: answered after ${v2_start}s on a new root, ${v2_restart}s on a restart;" \
   "idle RSS ${v2_rss} MiB"

@@ -191,3 +191,17 @@ def test_a_private_containerd2_runs_containers_under_cgroup_v1() -> None:
     assert f"containerd {pinned()} answered" in out.stderr
     assert "hi, in v1 memory cgroup" in out.stderr
     assert str(smoke) not in Path("/proc/self/mounts").read_text()
+    assert not processes_naming(str(smoke))
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of the live processes that contain text."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
