@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakego import SYSTEM_PATH, FakeGoBase
 
 from helmlib import Helm
 
@@ -24,7 +25,6 @@ SCRIPT = REPO / "cluster" / "build-helm.sh"
 GOMOD = REPO / "cluster" / "helm" / "go.mod"
 KWOK_SCRIPT = REPO / "cluster" / "build-kwok.sh"
 KWOK_GOMOD = REPO / "cluster" / "kwok" / "go.mod"
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def pinned_in(gomod: Path, module: str) -> str:
@@ -107,34 +107,18 @@ esac
 """
 
 
-class FakeGo:
+class FakeGo(FakeGoBase):
     def __init__(
         self, tmp_path: Path, reports: str = "", fail: bool = False, tool: str = "helm"
     ) -> None:
-        self.bin = tmp_path / "bin"
-        self.bin.mkdir()
         script = FAKE_GO.replace("@REPORTS@", reports or pinned()).replace("@FAIL@", "x" * fail)
-        (self.bin / "go").write_text(script)
-        (self.bin / "go").chmod(0o755)
-        self.log = tmp_path / "calls.log"
-        self.cache = tmp_path / "cache"
+        super().__init__(tmp_path, script)
         self.script = KWOK_SCRIPT if tool == "kwok" else SCRIPT
         version = kwok_pinned() if tool == "kwok" else pinned()
         self.helm = self.cache / tool / version / tool
 
     def run(self) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "PATH": f"{self.bin}:{SYSTEM_PATH}",
-            "SIMDEV_CACHE": str(self.cache),
-            "FAKE_LOG": str(self.log),
-        }
-        return subprocess.run(
-            ["bash", str(self.script)], env=env, text=True, capture_output=True, timeout=120
-        )
-
-    def calls(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
+        return self.run_script(self.script)
 
     def leftovers(self) -> list[str]:
         folder = self.helm.parent
