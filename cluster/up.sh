@@ -58,7 +58,7 @@ start_runtime() {
     fi
   fi
   setup_network
-  [ "$NODE" -eq 1 ] || ensure_node_ns
+  [ "$NODE_INDEX" -eq 1 ] || ensure_node_ns
   if ! running "containerd$SUFFIX"; then
     node_exec
     start_daemon "containerd$SUFFIX" "${NODE_EXEC[@]}" containerd --config "$NODE_STATE/containerd/config.toml"

@@ -57,14 +57,14 @@ recorded_nodes() {
 # single-node cluster; node N > 1 keeps its files under nodes/N and runs its kubelet and
 # containerd in a mount namespace where its own directory is /var/lib/kubelet.
 use_node() {
-  NODE=$1
+  NODE_INDEX=$1
   # The node is named by its address: the kubelet refuses a loopback --node-ip but takes the
   # address from a node name that is an IP, and loopback is all anything here may reach.
-  NODE_NAME=127.0.0.$NODE
+  NODE_NAME=127.0.0.$NODE_INDEX
   # Pods live on a bridge with a subnet of their node's.
-  POD_CIDR=10.244.$((NODE - 1)).0/24
-  BRIDGE=simdev$((NODE - 1))
-  if [ "$NODE" -eq 1 ]; then
+  POD_CIDR=10.244.$((NODE_INDEX - 1)).0/24
+  BRIDGE=simdev$((NODE_INDEX - 1))
+  if [ "$NODE_INDEX" -eq 1 ]; then
     SUFFIX=
     NODE_STATE=$SIMDEV_STATE
     NODE_RUN=$SIMDEV_RUN
@@ -72,14 +72,14 @@ use_node() {
     CGROUP_ROOT=/
     KUBELET_CERT=kubelet
   else
-    SUFFIX=-$NODE
-    NODE_STATE=$SIMDEV_STATE/nodes/$NODE
-    NODE_RUN=$SIMDEV_RUN/nodes/$NODE
+    SUFFIX=-$NODE_INDEX
+    NODE_STATE=$SIMDEV_STATE/nodes/$NODE_INDEX
+    NODE_RUN=$SIMDEV_RUN/nodes/$NODE_INDEX
     KUBELET_DIR=$NODE_STATE/kubelet
-    CGROUP_ROOT=/simdev-node-$NODE
-    KUBELET_CERT=kubelet-$NODE
+    CGROUP_ROOT=/simdev-node-$NODE_INDEX
+    KUBELET_CERT=kubelet-$NODE_INDEX
   fi
-  NODE_NS=$NS_DIR/$NODE
+  NODE_NS=$NS_DIR/$NODE_INDEX
   CONTAINERD_SOCK=$NODE_RUN/containerd/containerd.sock
 }
 use_node 1

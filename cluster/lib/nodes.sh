@@ -52,7 +52,7 @@ drop_node_ns() {
 # namespace behind the guard for the others. Sets the array NODE_EXEC.
 node_exec() {
   NODE_EXEC=()
-  [ "$NODE" -eq 1 ] && return 0
+  [ "$NODE_INDEX" -eq 1 ] && return 0
   NODE_EXEC=(nsenter --mount="$NODE_NS" -- bash "$CLUSTER_DIR/lib/node-exec.sh"
     "$KUBELET_DIR" "$KUBELET_ROOT")
 }

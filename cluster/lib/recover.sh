@@ -56,7 +56,7 @@ claim_kubelet_root() {
 # use. Node 1's sweep takes the control plane down too; the others' only their own kubelet.
 sweep_leftovers() {
   local name
-  if [ "$NODE" -eq 1 ]; then
+  if [ "$NODE_INDEX" -eq 1 ]; then
     for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
       stop_daemon "$name"
     done
@@ -83,7 +83,7 @@ setup_network() {
 
 # teardown_network: the node's rule and bridge; the service route goes with the last node.
 teardown_network() {
-  [ "$NODE" -ne 1 ] || ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
+  [ "$NODE_INDEX" -ne 1 ] || ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
   while iptables -D FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP 2>/dev/null; do :; done
   ip link del "$BRIDGE" 2>/dev/null || true
 }
@@ -105,7 +105,7 @@ stop_node_containers() {
 stop_node_runtime() {
   stop_daemon "containerd$SUFFIX"
   kill_shims
-  if [ "$NODE" -eq 1 ]; then unmount_ours; else drop_node_ns; fi
+  if [ "$NODE_INDEX" -eq 1 ]; then unmount_ours; else drop_node_ns; fi
   rm -rf "$NODE_RUN/cni-ipam"
   teardown_network
 }
