@@ -158,6 +158,12 @@ def node_index(node_name: str) -> int:
     return int(node_name.rsplit(".", 1)[1])
 
 
+def pod_resources_socket(node_name: str) -> Path:
+    """The pod-resources socket of a local node's kubelet, as the host sees it."""
+    kubelet_dir = Path(settings(node_index(node_name))["KUBELET_DIR"])
+    return kubelet_dir / "pod-resources" / "kubelet.sock"
+
+
 def pids_of_cluster() -> dict[str, int]:
     run = Path(settings()["SIMDEV_RUN"])
     found = {}

@@ -114,10 +114,14 @@ def plugin_pods(devices: Devices, name: str) -> dict[str, int]:
     }
 
 
-def plugin_log(devices: Devices, name: str) -> str:
-    (pod,) = devices.owned("pods", name)
-    meta = pod["metadata"]
-    return devices.cluster.kubectl("logs", "-n", meta["namespace"], meta["name"]).stdout
+def plugin_logs(devices: Devices, name: str) -> dict[str, str]:
+    """Node name -> the log of the SimulatedDevice's plugin pod there."""
+    logs = {}
+    for pod in devices.owned("pods", name):
+        meta = pod["metadata"]
+        log = devices.cluster.kubectl("logs", "-n", meta["namespace"], meta["name"]).stdout
+        logs[pod["spec"]["nodeName"]] = log
+    return logs
 
 
 def capacity(cluster: Cluster, resource: str) -> dict[str, int]:

@@ -85,6 +85,7 @@ def local(cluster: Cluster) -> Cluster:
 def run_victims(cluster: Cluster) -> None:
     """A pod on every node: running when everything dies, it leaves mounts, a network
     namespace and a sandbox behind on its node."""
+    victims = []
     for node in cluster.nodes():
         name = node["metadata"]["name"]
         victim = f"victim-{node_index(name)}"
@@ -92,13 +93,14 @@ def run_victims(cluster: Cluster) -> None:
             "run", victim, "--image=busybox:1.36", "--restart=Never",
             f"--overrides={json.dumps({'spec': {'nodeName': name}})}", "--", "sleep", "600",
         )  # fmt: skip
-        wait_for(
-            f"pod {victim} to run on {name}",
-            lambda victim=victim: (
-                cluster.get_json("pod", victim)["status"].get("phase") == "Running"
-            ),
-            timeout=120,
-        )
+        victims.append(victim)
+    wait_for(
+        f"pods {victims} to run",
+        lambda: all(
+            cluster.get_json("pod", v)["status"].get("phase") == "Running" for v in victims
+        ),
+        timeout=120,
+    )
 
 
 def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from clusterlib import Cluster, make, pids_of_cluster, wait_for
+from clusterlib import Cluster, make, pids_of_cluster, pod_resources_socket, wait_for
 from devices import Devices, plugin_namespace, pod_status, start_pod
 from simdev.plugin.podresources import list_pod_devices
 
@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "simdev-chaos"
-POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 RESULTS = REPO / "bench-results" / "chaos.json"
 STAGE = ("chaos-a", "chaos-b", "chaos-c")
 DEVICES_EACH = 3
@@ -52,7 +51,10 @@ class Stage:
         self.held: dict[str, list[str]] = {}  # consumer pod -> its device IDs
 
     def holdings(self) -> dict[str, list[str]]:
-        listed = list_pod_devices(POD_RESOURCES)
+        # Consumers run on any node: every node's kubelet lists its own pods.
+        listed = {}
+        for node in self.cluster.nodes():
+            listed.update(list_pod_devices(pod_resources_socket(node["metadata"]["name"])))
         return {
             pod: sorted(listed.get((NAMESPACE, pod), {}).get(resource(name), []))
             for name, pod in self.consumers.items()

@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clusterlib import Cluster, wait_for
+from clusterlib import Cluster, pod_resources_socket, wait_for
 from devices import (
     Devices,
     capacity,
     patch_spec,
-    plugin_log,
+    plugin_logs,
     plugin_namespace,
     plugin_pods,
     pod_status,
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.e2e
 NAMESPACE = "simdev-live-e2e"
 # The kubelet's node-status period plus the 5 s the issue allows.
 FOLLOW_SECONDS = 15
-POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +178,11 @@ def test_allocate_delay_slows_the_pod_down(devices: Devices) -> None:
     began = time.monotonic()
     run_consumer(cluster, NAMESPACE, resource, 1)
     assert time.monotonic() - began >= 5
-    log = plugin_log(devices, name)
-    assert re.search(r'"msg": "delaying Allocate".*"fault": "slow"', log), log
+    # The consumer ran on one node: its plugin delayed the call.
+    logs = plugin_logs(devices, name)
+    assert any(
+        re.search(r'"msg": "delaying Allocate".*"fault": "slow"', log) for log in logs.values()
+    ), logs
 
 
 def test_plugin_down_takes_every_device_away_for_a_while(devices: Devices) -> None:
@@ -197,8 +198,9 @@ def test_plugin_down_takes_every_device_away_for_a_while(devices: Devices) -> No
     cluster.wait_allocatable(resource, 0, timeout=FOLLOW_SECONDS)
     cluster.wait_allocatable(resource, 3, timeout=20 + FOLLOW_SECONDS)
     assert plugin_pods(devices, name) == pods
-    log = plugin_log(devices, name)
-    assert "going down on request" in log and "re-registered" in log
+    # Every node's plugin went down and came back.
+    for node, log in plugin_logs(devices, name).items():
+        assert "going down on request" in log and "re-registered" in log, node
 
 
 def test_allocated_matches_the_kubelets_pod_resources(devices: Devices) -> None:
@@ -214,14 +216,22 @@ def test_allocated_matches_the_kubelets_pod_resources(devices: Devices) -> None:
         timeout=60,
     )
 
+    def held_per_node() -> dict[str, int]:
+        """Node -> devices its kubelet says its pods hold."""
+        held = {}
+        for node in cluster.nodes():
+            listed = list_pod_devices(pod_resources_socket(node["metadata"]["name"]))
+            held[node["metadata"]["name"]] = sum(len(v.get(resource, [])) for v in listed.values())
+        return held
+
     def held_by_kubelet() -> int:
-        listed = list_pod_devices(POD_RESOURCES)
-        return sum(len(v.get(resource, [])) for v in listed.values())
+        return sum(held_per_node().values())
 
     assert held_by_kubelet() == 3
+    held = held_per_node()
     wait_for(
-        "status.nodeDevices[].allocated to match pod-resources",
-        lambda: sum(r["allocated"] for r in node_rows(devices, name).values()) == 3,
+        "status.nodeDevices[].allocated to match each node's pod-resources",
+        lambda: {n: r["allocated"] for n, r in node_rows(devices, name).items()} == held,
         timeout=30,
     )
     assert devices.get(name)["status"]["devices"]["allocated"] == 3

@@ -19,7 +19,7 @@ from devices import (
     Devices,
     capacity,
     patch_spec,
-    plugin_log,
+    plugin_logs,
     plugin_namespace,
     plugin_pods,
     pod_status,
@@ -172,8 +172,11 @@ def test_policy_none_registers_again_and_still_serves(devices: Devices) -> None:
     # The switch happens on a fresh socket: wait until the kubelet has the new registration,
     # since a pod admitted in between would meet no plugin.
     wait_for(
-        "the plugin to register again without preferred allocations",
-        lambda: "re-registered" in plugin_log(devices, name).split("registration changed", 1)[-1],
+        "every node's plugin to register again without preferred allocations",
+        lambda: all(
+            "re-registered" in log.split("registration changed", 1)[-1]
+            for log in plugin_logs(devices, name).values()
+        ),
         timeout=FOLLOW_SECONDS,
     )
     cluster.wait_allocatable(resource, 4, timeout=FOLLOW_SECONDS)
