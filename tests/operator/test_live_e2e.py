@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from devices import (
     capacity,
     patch_spec,
     plugin_logs,
-    plugin_namespace,
     plugin_pods,
     pod_status,
     run_consumer,
@@ -34,24 +32,6 @@ pytestmark = pytest.mark.e2e
 NAMESPACE = "simdev-live-e2e"
 # The kubelet's node-status period plus the 5 s the issue allows.
 FOLLOW_SECONDS = 15
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Cluster) -> Iterator[str]:
-    # Made beforehand, so that it outlives each test's SimulatedDevice.
-    plugin_namespace(operator, NAMESPACE)
-    yield NAMESPACE
-    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-
-
-@pytest.fixture
-def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
-    made = Devices(operator)
-    yield made
-    made.cleanup()
-    operator.kubectl(
-        "delete", "pods", "-n", NAMESPACE, "--all", "--wait=false", "--ignore-not-found"
-    )
 
 
 def start(devices: Devices, prefix: str, **spec: Any) -> tuple[str, str]:

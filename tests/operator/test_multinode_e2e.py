@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from devices import (
     Devices,
     patch_spec,
     plugin_logs,
-    plugin_namespace,
     pod_status,
     start_pod,
     unique,
@@ -33,21 +31,6 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 POOL_LABEL = "e2e.simdev.io/multinode-pool"
 # The kubelet's node-status period plus the 5 s the live changes are allowed.
 FOLLOW_SECONDS = 15
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Cluster) -> Iterator[str]:
-    plugin_namespace(operator, NAMESPACE)
-    yield NAMESPACE
-    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-
-
-@pytest.fixture
-def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
-    made = Devices(operator)
-    yield made
-    made.cleanup()
-    operator.kubectl("delete", "pods", "-n", NAMESPACE, "--all", "--wait=false")
 
 
 @pytest.fixture
