@@ -81,9 +81,12 @@ def node_count(cluster: Cluster) -> int:
     return len(cluster.nodes())
 
 
-def run_consumer(cluster: Cluster, namespace: str, resource: str, count: int) -> str:
-    """Runs a pod that asks for count devices and prints its env and /dev; returns its log."""
-    name = start_pod(cluster, namespace, resource, count, "env | sort; echo; ls -l /dev")
+def run_consumer(
+    cluster: Cluster, namespace: str, resource: str, count: int, node: str = ""
+) -> str:
+    """Runs a pod that asks for count devices (on node, when given) and prints its env and
+    /dev; returns its log."""
+    name = start_pod(cluster, namespace, resource, count, "env | sort; echo; ls -l /dev", node)
     try:
         wait_for(
             f"pod {name} to complete",
@@ -132,11 +135,17 @@ def capacity(cluster: Cluster, resource: str) -> dict[str, int]:
 
 
 def start_pod(
-    cluster: Cluster, namespace: str, resource: str, count: int, command: str = "sleep 3600"
+    cluster: Cluster,
+    namespace: str,
+    resource: str,
+    count: int,
+    command: str = "sleep 3600",
+    node: str = "",
 ) -> str:
-    """Creates a pod that runs command holding count devices; returns its name."""
+    """Creates a pod that runs command holding count devices (on node, when given); returns
+    its name."""
     name = unique("consumer")
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
@@ -154,6 +163,8 @@ def start_pod(
             ],
         },
     }
+    if node:
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     cluster.apply(json.dumps(pod))
     return name
 

@@ -53,6 +53,11 @@ def indices(visible: str) -> list[int]:
     return sorted(int(i.rsplit("-", 1)[1]) for i in visible.split(","))
 
 
+def pod_node(cluster: Cluster, pod: str) -> str:
+    node: str = cluster.get_json("pod", "-n", NAMESPACE, pod)["spec"]["nodeName"]
+    return node
+
+
 def held_env(cluster: Cluster, pod: str) -> dict[str, str]:
     """The environment a running holder pod printed before it went to sleep."""
     return wait_for(
@@ -82,7 +87,9 @@ def test_numa_aligned_gives_a_pod_of_four_one_whole_numa_node(devices: Devices) 
     held = held_env(cluster, holder)
     (held_node,) = held[f"{ENV}_NUMA_NODES"].split(",")
 
-    got = env_of(run_consumer(cluster, NAMESPACE, resource, 4))
+    # On the holder's node, where one device is gone.
+    node = pod_node(cluster, holder)
+    got = env_of(run_consumer(cluster, NAMESPACE, resource, 4, node=node))
     (numa,) = got[f"{ENV}_NUMA_NODES"].split(",")
     assert numa != held_node
     block = list(range(4)) if numa == "0" else list(range(4, 8))
