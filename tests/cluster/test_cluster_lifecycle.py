@@ -32,9 +32,10 @@ def leftovers(nodes: int) -> list[str]:
     cfg = settings()
     found = [
         f"process: {line}"
+        # Only processes that name this cluster's state: other clusters may run on the machine.
         for pattern in (
-            "bin/kube-",
-            "bin/kubelet",
+            f"bin/kube-.*{cfg['SIMDEV_STATE']}/",
+            f"bin/kubelet .*{cfg['SIMDEV_STATE']}/",
             f"containerd --config {cfg['SIMDEV_STATE']}",
             # Every node's containerd socket lies under the run directory.
             f"containerd-shim.*-address {cfg['SIMDEV_RUN']}/",

@@ -197,7 +197,13 @@ def test_killed_operator_while_it_reconciles(stage: Stage) -> None:
 
 def by_hand(stage: Stage, kind: str) -> Callable[[], None]:
     def delete() -> None:
-        (obj,) = stage.devices.owned(kind, STAGE[0])
+        # One DaemonSet per object; of its pods, the first node's.
+        first = stage.cluster.nodes()[0]["metadata"]["name"]
+        (obj,) = [
+            o
+            for o in stage.devices.owned(kind, STAGE[0])
+            if o["spec"].get("nodeName", first) == first
+        ]
         meta = obj["metadata"]
         stage.cluster.kubectl("delete", kind, "-n", meta["namespace"], meta["name"])
 
