@@ -73,6 +73,21 @@ make_node_cgroups() {
   done
 }
 
+# kill_cgroup_orphans: the processes left in the node's cgroups. A container whose shim was
+# killed lives on, re-parented, holding its node's namespace, cgroups and host ports; the
+# node's cgroup root is its own, so whatever is in it is the node's.
+kill_cgroup_orphans() {
+  local h pids
+  [ "$CGROUP_ROOT" != / ] || return 0
+  pids=$(for h in $(cgroup_hierarchies); do
+    [ ! -d "$h$CGROUP_ROOT" ] || find "$h$CGROUP_ROOT" -name cgroup.procs -exec cat {} +
+  done | sort -u)
+  [ -n "$pids" ] || return 0
+  log "killing what is left in the cgroups of node $NODE_NAME: $(echo $pids)"
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+}
+
 # remove_cgroups PATTERN: the matching cgroups (an extra node's root) in every hierarchy,
 # deepest first; a cgroup still holding processes stays, named in the log.
 remove_cgroups() {

@@ -65,6 +65,7 @@ sweep_leftovers() {
   else
     stop_daemon "kubelet$SUFFIX"
     kill_shims
+    kill_cgroup_orphans
     drop_node_ns
   fi
   # Pod IP leases and runtime state describe sandboxes that no longer exist.
@@ -105,7 +106,12 @@ stop_node_containers() {
 stop_node_runtime() {
   stop_daemon "containerd$SUFFIX"
   kill_shims
-  if [ "$NODE_INDEX" -eq 1 ]; then unmount_ours; else drop_node_ns; fi
+  if [ "$NODE_INDEX" -eq 1 ]; then
+    unmount_ours
+  else
+    kill_cgroup_orphans
+    drop_node_ns
+  fi
   rm -rf "$NODE_RUN/cni-ipam"
   teardown_network
 }
