@@ -83,8 +83,8 @@ chart: venv ## Regenerate charts/simdev/templates from manifests/base (the one s
 
 ## ---- local cluster --------------------------------------------------------
 .PHONY: cluster-up cluster-down cluster-clean cluster-kubeconfig cluster-kubectl
-cluster-up: deps ## Start (building what is missing) the local cluster; idempotent
-	@bash $(CLUSTER)/up.sh
+cluster-up: deps ## Start (building what is missing) the local cluster; idempotent; NODES=N for N nodes
+	@NODES=$(NODES) bash $(CLUSTER)/up.sh
 
 cluster-down: ## Stop every process of the local cluster; keep its state
 	@bash $(CLUSTER)/down.sh

@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Stops every process the local cluster started, by PID, stops all pod
-# containers, unmounts what was mounted and removes the routes. Keeps state.
+# containers, unmounts what was mounted and removes the routes, on every node. Keeps state.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
+. "$here/lib/nodes.sh"
 . "$here/lib/recover.sh"
 need_root
 
-# The kubelet goes first so it does not restart the containers stopped below.
-stop_daemon kubelet
-if running containerd; then
-  tasks=$(ctr_k8s tasks ls -q 2>/dev/null || true)
-  for t in $tasks; do
-    # --force kills a running task and waits for it before deleting it.
-    ctr_k8s tasks delete --force "$t" >/dev/null 2>&1 || log "could not stop container $t"
-  done
-  [ -z "$tasks" ] || log "stopped $(echo "$tasks" | wc -w) pod containers"
-fi
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+nodes=$(recorded_nodes)
+# The kubelets go first so they do not restart the containers stopped below.
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  stop_daemon "kubelet$SUFFIX"
+done
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  stop_node_containers
+done
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop_daemon "$name"
 done
-kill_shims
-unmount_ours
-rm -rf "$SIMDEV_RUN/cni-ipam"
-teardown_network
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  stop_node_runtime
+done
+if is_mount "$NS_DIR"; then umount "$NS_DIR"; fi
 log "cluster down"

@@ -76,11 +76,15 @@ case ${1:-} in
   build) build ;;
   load-local)
     need_root
-    running containerd || die "the local cluster is not running: run 'make cluster-up'"
-    for tar in $(archives); do
-      ctr_k8s images import "$tar" >/dev/null
+    # Every node's containerd keeps its own images.
+    for node in $(seq 1 "$(recorded_nodes)"); do
+      use_node "$node"
+      running "containerd$SUFFIX" || die "node $NODE_NAME is not running: run 'make cluster-up'"
+      for tar in $(archives); do
+        ctr_k8s images import "$tar" >/dev/null
+      done
     done
-    log "imported $(for n in "${IMAGES[@]}"; do printf '%s ' "$(ref "$n")"; done)into the local cluster" ;;
+    log "imported $(for n in "${IMAGES[@]}"; do printf '%s ' "$(ref "$n")"; done)into the local cluster's $(recorded_nodes) node(s)" ;;
   load-kind)
     for tar in $(archives); do
       kind load image-archive --name "${KIND_CLUSTER:-simdev}" "$tar"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Brings the local single-node cluster up: builds what is missing, starts what
-# is not running, and waits for the node to be Ready. Idempotent.
+# Brings the local cluster up: builds what is missing, starts what is not running, and waits
+# for every node to be Ready. Idempotent. NODES=N makes it N nodes (growing or shrinking an
+# existing cluster); without it, an existing cluster keeps its count and a new one has one.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/common.sh"
 . "$here/lib/pki.sh"
 . "$here/lib/config.sh"
+. "$here/lib/nodes.sh"
 . "$here/lib/recover.sh"
 
 need_root
+[[ ${NODES:-1} =~ ^[1-9]$ ]] || die "NODES must be a number from 1 to $MAX_NODES, got '$NODES'"
 t0=$(date +%s)
 step_start=$t0
 did=()
@@ -28,37 +31,53 @@ step "checked dependencies, binaries and base images"
 claim_kubelet_root
 mkdir -p "$SIMDEV_STATE" "$SIMDEV_RUN" "$LOGS"
 make_pki
-write_containerd_config
-write_cni_config
-write_kubelet_config
+recorded=$(recorded_nodes)
+nodes=${NODES:-$recorded}
+# The larger count is recorded first, so down and clean cover every node started from here.
+echo $(( nodes > recorded ? nodes : recorded )) > "$NODES_FILE"
 
-if ! running containerd; then
-  if [ -n "$(our_shims)" ]; then
-    # containerd died alone: its shims still run the containers. Like a real node, restart
-    # only containerd, which reattaches to them from its state; the pods never notice.
-    rm -f "$(pidfile containerd)"
-    log "containerd is down but its containers run on: restarting containerd alone"
-  else
-    # Nothing of ours is alive: whatever a killed cluster left behind goes first.
-    sweep_leftovers
-    step "swept leftovers of a previous run"
+# start_runtime: containerd of the node chosen by use_node, with its configuration, network
+# and base images; recovers what a killed run of the node left behind.
+start_runtime() {
+  local image ref
+  node_pki
+  write_containerd_config
+  write_cni_config
+  write_kubelet_config
+  make_node_cgroups
+  if ! running "containerd$SUFFIX"; then
+    if [ -n "$(our_shims)" ]; then
+      # containerd died alone: its shims still run the containers. Like a real node, restart
+      # only containerd, which reattaches to them from its state; the pods never notice.
+      rm -f "$(pidfile "containerd$SUFFIX")"
+      log "containerd of node $NODE_NAME is down but its containers run on: restarting it alone"
+    else
+      # Nothing of the node is alive: whatever a killed cluster left behind goes first.
+      sweep_leftovers
+      step "swept leftovers of a previous run of node $NODE_NAME"
+    fi
   fi
-fi
-setup_network
-
-if ! running containerd; then
-  start_daemon containerd containerd --config "$SIMDEV_STATE/containerd/config.toml"
-  wait_until 60 "containerd" ctr --address "$CONTAINERD_SOCK" version \
-    || die "containerd did not start; see $LOGS/containerd.log"
-  step "started containerd"
-fi
-for image in pause busybox; do
-  ref=$(base_image_ref "$image")
-  # Listed first, then searched: grep -q closing the pipe early would fail pipefail.
-  if ! grep -qx "$ref" <<<"$(ctr_k8s images ls -q)"; then
-    ctr_k8s images import --no-unpack=false "$(base_image_tar "$image")" >/dev/null
-    step "imported $ref"
+  setup_network
+  [ "$NODE_INDEX" -eq 1 ] || ensure_node_ns
+  if ! running "containerd$SUFFIX"; then
+    node_exec
+    start_daemon "containerd$SUFFIX" "${NODE_EXEC[@]}" containerd --config "$NODE_STATE/containerd/config.toml"
+    wait_until 60 "containerd" ctr --address "$CONTAINERD_SOCK" version \
+      || die "containerd did not start; see $LOGS/containerd$SUFFIX.log"
+    step "started containerd$SUFFIX"
   fi
+  for image in pause busybox; do
+    ref=$(base_image_ref "$image")
+    # Listed first, then searched: grep -q closing the pipe early would fail pipefail.
+    if ! grep -qx "$ref" <<<"$(ctr_k8s images ls -q)"; then
+      ctr_k8s images import --no-unpack=false "$(base_image_tar "$image")" >/dev/null
+      step "imported $ref into node $NODE_NAME"
+    fi
+  done
+}
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  start_runtime
 done
 
 # Output is captured before matching: grep -q closing a pipe early would trip pipefail.
@@ -134,24 +153,39 @@ if ! running kube-scheduler; then
   step "started kube-scheduler"
 fi
 
-if ! running kubelet; then
-  start_daemon kubelet "$BIN/kubelet" \
-    --config="$SIMDEV_STATE/kubelet-config.yaml" \
-    --kubeconfig="$SIMDEV_STATE/kubelet.kubeconfig" \
-    --hostname-override="$NODE_NAME" \
-    --root-dir="$KUBELET_ROOT" --v=1
-  step "started kubelet"
-fi
+# Nodes beyond the asked count leave once the API server can evict their pods.
+for n in $(seq "$recorded" -1 $((nodes + 1))); do
+  use_node "$n"
+  remove_node
+  echo $((n - 1)) > "$NODES_FILE"
+  step "removed node $NODE_NAME"
+done
+
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  if ! running "kubelet$SUFFIX"; then
+    node_exec
+    start_daemon "kubelet$SUFFIX" "${NODE_EXEC[@]}" "$BIN/kubelet" \
+      --config="$NODE_STATE/kubelet-config.yaml" \
+      --kubeconfig="$NODE_STATE/kubelet.kubeconfig" \
+      --hostname-override="$NODE_NAME" \
+      --root-dir="$KUBELET_ROOT" --v=1
+    step "started kubelet$SUFFIX"
+  fi
+done
 
 node_ready() {
   [[ $(kubectl_admin get node "$NODE_NAME" 2>/dev/null \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
-if ! node_ready; then
-  wait_until 180 "node Ready" node_ready \
-    || die "node $NODE_NAME did not become Ready; see $LOGS/kubelet.log"
-  step "node $NODE_NAME Ready"
-fi
+for n in $(seq 1 "$nodes"); do
+  use_node "$n"
+  if ! node_ready; then
+    wait_until 180 "node Ready" node_ready \
+      || die "node $NODE_NAME did not become Ready; see $LOGS/kubelet$SUFFIX.log"
+    step "node $NODE_NAME Ready"
+  fi
+done
 
 # Pods are refused until the controllers have made the default service account.
 sa_ready() { kubectl_admin -n default get serviceaccount default >/dev/null 2>&1; }

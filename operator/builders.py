@@ -7,6 +7,7 @@ without a cluster. The I/O layer applies the results as they are.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,26 @@ class PluginRuntime:
     metrics_port: int = 9500
 
     @property
-    def metrics_address(self) -> str:
-        # On the host's network, loopback only: nothing outside the node should reach it.
-        return "127.0.0.1" if self.host_network else "0.0.0.0"
+    def metrics_address_env(self) -> dict[str, Any]:
+        """The METRICS_ADDRESS entry of a plugin container's env."""
+        if not self.host_network:
+            return {"name": "METRICS_ADDRESS", "value": "0.0.0.0"}
+        if _is_loopback(self.api_host):
+            # An API server on loopback means every node is this machine, each on its own
+            # loopback address (the local cluster): plugins of one object on two nodes
+            # share one network and would clash on one address, so each takes its node's.
+            host_ip = {"fieldRef": {"fieldPath": "status.hostIP"}}
+            return {"name": "METRICS_ADDRESS", "valueFrom": host_ip}
+        # Elsewhere on the host's network, loopback only: nothing outside the node should
+        # reach it.
+        return {"name": "METRICS_ADDRESS", "value": "127.0.0.1"}
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def common_labels(device: Device) -> dict[str, str]:
@@ -281,7 +299,7 @@ def _container(device: Device, runtime: PluginRuntime, metrics_port: int) -> dic
     env: list[dict[str, Any]] = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "LOG_FORMAT", "value": "json"},
-        {"name": "METRICS_ADDRESS", "value": runtime.metrics_address},
+        runtime.metrics_address_env,
         {"name": "METRICS_PORT", "value": str(metrics_port)},
     ]
     if runtime.api_host:

@@ -22,6 +22,8 @@ OPERATOR_IMAGE = "localhost/simdev-operator:0.1.0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The only server address the local cluster ever has.
 LOCAL_SERVER = "https://127.0.0.1:6443"
+# The e2e suite runs on two local nodes, so every test meets a cluster of several.
+E2E_NODES = 2
 
 
 def make(repo: Path, *targets: str, timeout: float = 5400) -> str:
@@ -136,14 +138,30 @@ class Cluster:
 
 
 @functools.cache
-def settings() -> dict[str, str]:
-    """The cluster scripts' own settings, so the test never restates a path."""
-    names = ("SIMDEV_RUN", "SIMDEV_STATE", "CONTAINERD_SOCK", "SERVICE_CIDR", "BRIDGE")
-    script = ". cluster/lib/common.sh; " + "; ".join(f'echo "{n}=${n}"' for n in names)
+def settings(node: int = 1) -> dict[str, str]:
+    """The cluster scripts' own settings for one node (1-based), so tests never restate a path."""
+    names = (
+        "SIMDEV_RUN", "SIMDEV_STATE", "CONTAINERD_SOCK", "SERVICE_CIDR", "BRIDGE", "POD_CIDR",
+        "NODE_NAME", "SUFFIX", "KUBELET_DIR", "CGROUP_ROOT",
+    )  # fmt: skip
+    script = f". cluster/lib/common.sh; use_node {node}; " + "; ".join(
+        f'echo "{n}=${n}"' for n in names
+    )
     out = subprocess.run(
         ["bash", "-c", script], cwd=REPO_ROOT, check=True, text=True, capture_output=True
     )
     return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+
+def node_index(node_name: str) -> int:
+    """A local node's number: 127.0.0.N is node N."""
+    return int(node_name.rsplit(".", 1)[1])
+
+
+def pod_resources_socket(node_name: str) -> Path:
+    """The pod-resources socket of a local node's kubelet, as the host sees it."""
+    kubelet_dir = Path(settings(node_index(node_name))["KUBELET_DIR"])
+    return kubelet_dir / "pod-resources" / "kubelet.sock"
 
 
 def pids_of_cluster() -> dict[str, int]:
@@ -156,9 +174,9 @@ def pids_of_cluster() -> dict[str, int]:
     return found
 
 
-def local_cluster(repo: Path) -> Cluster:
-    """Brings the local cluster up (idempotent, seconds when already up) and returns it."""
-    make(repo, "cluster-up")
+def local_cluster(repo: Path, nodes: int = E2E_NODES) -> Cluster:
+    """Brings the local cluster up with this many nodes (idempotent, seconds when already up)."""
+    make(repo, "cluster-up", f"NODES={nodes}")
     kubeconfig = Path(make(repo, "cluster-kubeconfig").strip().splitlines()[-1])
     kubectl = make(repo, "cluster-kubectl").strip().splitlines()[-1]
     return Cluster(kubeconfig, kubectl, local=True)

@@ -67,6 +67,6 @@ def _order(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Cluster tests share one node: run the fast unit tests first so they fail early, and
+    # Cluster tests share one cluster: run the fast unit tests first so they fail early, and
     # the tests that take the cluster or the operator away after all the others.
     items.sort(key=_order)

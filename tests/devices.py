@@ -83,9 +83,12 @@ def node_count(cluster: Cluster) -> int:
     return len(cluster.nodes())
 
 
-def run_consumer(cluster: Cluster, namespace: str, resource: str, count: int) -> str:
-    """Runs a pod that asks for count devices and prints its env and /dev; returns its log."""
-    name = start_pod(cluster, namespace, resource, count, "env | sort; echo; ls -l /dev")
+def run_consumer(
+    cluster: Cluster, namespace: str, resource: str, count: int, node: str = ""
+) -> str:
+    """Runs a pod that asks for count devices (on node, when given) and prints its env and
+    /dev; returns its log."""
+    name = start_pod(cluster, namespace, resource, count, "env | sort; echo; ls -l /dev", node)
     try:
         wait_for(
             f"pod {name} to complete",
@@ -116,10 +119,14 @@ def plugin_pods(devices: Devices, name: str) -> dict[str, int]:
     }
 
 
-def plugin_log(devices: Devices, name: str) -> str:
-    (pod,) = devices.owned("pods", name)
-    meta = pod["metadata"]
-    return devices.cluster.kubectl("logs", "-n", meta["namespace"], meta["name"]).stdout
+def plugin_logs(devices: Devices, name: str) -> dict[str, str]:
+    """Node name -> the log of the SimulatedDevice's plugin pod there."""
+    logs = {}
+    for pod in devices.owned("pods", name):
+        meta = pod["metadata"]
+        log = devices.cluster.kubectl("logs", "-n", meta["namespace"], meta["name"]).stdout
+        logs[pod["spec"]["nodeName"]] = log
+    return logs
 
 
 def capacity(cluster: Cluster, resource: str) -> dict[str, int]:
@@ -130,11 +137,17 @@ def capacity(cluster: Cluster, resource: str) -> dict[str, int]:
 
 
 def start_pod(
-    cluster: Cluster, namespace: str, resource: str, count: int, command: str = "sleep 3600"
+    cluster: Cluster,
+    namespace: str,
+    resource: str,
+    count: int,
+    command: str = "sleep 3600",
+    node: str = "",
 ) -> str:
-    """Creates a pod that runs command holding count devices; returns its name."""
+    """Creates a pod that runs command holding count devices (on node, when given); returns
+    its name."""
     name = unique("consumer")
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
@@ -152,6 +165,8 @@ def start_pod(
             ],
         },
     }
+    if node:
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     cluster.apply(json.dumps(pod))
     return name
 

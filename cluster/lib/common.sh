@@ -2,6 +2,7 @@
 # shellcheck shell=bash
 
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
+CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Compiled binaries and base images live outside the repo, keyed by version, and
 # survive `make cluster-clean`.
 SIMDEV_CACHE=${SIMDEV_CACHE:-/var/cache/simdev}
@@ -32,22 +33,56 @@ kubelet_root_ours() {
   return 1
 }
 
-# The node is named by its address: the kubelet refuses a loopback --node-ip but
-# takes the address from a node name that is an IP, and 127.0.0.1 is the only
-# address anything here may reach.
-NODE_NAME=127.0.0.1
 API_PORT=6443
 ETCD_CLIENT_PORT=2379
 ETCD_PEER_PORT=2380
-# Pods live on a bridge with this subnet; services are never routed (no kube-proxy).
-POD_CIDR=10.244.0.0/24
+# Services are never routed (no kube-proxy).
 SERVICE_CIDR=10.96.0.0/16
-BRIDGE=simdev0
 
 PKI=$SIMDEV_STATE/pki
 LOGS=$SIMDEV_STATE/logs
-CONTAINERD_SOCK=$SIMDEV_RUN/containerd/containerd.sock
 ADMIN_KUBECONFIG=$SIMDEV_STATE/admin.kubeconfig
+# How many nodes the cluster has, recorded so a later cluster-up without NODES keeps them.
+NODES_FILE=$SIMDEV_STATE/node-count
+# Extra nodes' mount namespaces are pinned to files here (see lib/nodes.sh).
+NS_DIR=$SIMDEV_RUN/ns
+MAX_NODES=9
+
+# recorded_nodes: the node count of the existing cluster, 1 when there is none.
+recorded_nodes() {
+  if [ -f "$NODES_FILE" ]; then cat "$NODES_FILE"; else echo 1; fi
+}
+
+# use_node N: sets the per-node settings for node N (1-based). Node 1 keeps the layout of a
+# single-node cluster; node N > 1 keeps its files under nodes/N and runs its kubelet and
+# containerd in a mount namespace where its own directory is /var/lib/kubelet.
+use_node() {
+  NODE_INDEX=$1
+  # The node is named by its address: the kubelet refuses a loopback --node-ip but takes the
+  # address from a node name that is an IP, and loopback is all anything here may reach.
+  NODE_NAME=127.0.0.$NODE_INDEX
+  # Pods live on a bridge with a subnet of their node's.
+  POD_CIDR=10.244.$((NODE_INDEX - 1)).0/24
+  BRIDGE=simdev$((NODE_INDEX - 1))
+  if [ "$NODE_INDEX" -eq 1 ]; then
+    SUFFIX=
+    NODE_STATE=$SIMDEV_STATE
+    NODE_RUN=$SIMDEV_RUN
+    KUBELET_DIR=$KUBELET_ROOT
+    CGROUP_ROOT=/
+    KUBELET_CERT=kubelet
+  else
+    SUFFIX=-$NODE_INDEX
+    NODE_STATE=$SIMDEV_STATE/nodes/$NODE_INDEX
+    NODE_RUN=$SIMDEV_RUN/nodes/$NODE_INDEX
+    KUBELET_DIR=$NODE_STATE/kubelet
+    CGROUP_ROOT=/simdev-node-$NODE_INDEX
+    KUBELET_CERT=kubelet-$NODE_INDEX
+  fi
+  NODE_NS=$NS_DIR/$NODE_INDEX
+  CONTAINERD_SOCK=$NODE_RUN/containerd/containerd.sock
+}
+use_node 1
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -61,13 +96,14 @@ ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 pidfile() { echo "$SIMDEV_RUN/$1.pid"; }
 
-# running NAME: true when the PID file names a live process still running our binary.
+# running NAME: true when the PID file names a live process still running our binary
+# (an extra node's daemons are named with the node's number: kubelet-2 runs kubelet).
 running() {
   local f pid
   f=$(pidfile "$1")
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -qa -- "$1" "/proc/$pid/cmdline" 2>/dev/null
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -qa -- "${1%-[0-9]}" "/proc/$pid/cmdline" 2>/dev/null
 }
 
 # start_daemon NAME CMD...: starts CMD in its own session, logging to LOGS/NAME.log.

@@ -1,12 +1,12 @@
-# Configuration files for containerd, CNI and the kubelet. Sourced.
+# Configuration files for containerd, CNI and the kubelet of the node chosen by use_node. Sourced.
 # shellcheck shell=bash
 
 write_containerd_config() {
-  mkdir -p "$SIMDEV_STATE/containerd/certs.d/docker.io" "$SIMDEV_STATE/cni/net.d"
-  cat > "$SIMDEV_STATE/containerd/config.toml" <<CFG
+  mkdir -p "$NODE_STATE/containerd/certs.d/docker.io" "$NODE_STATE/cni/net.d"
+  cat > "$NODE_STATE/containerd/config.toml" <<CFG
 version = 2
-root = "$SIMDEV_STATE/containerd/root"
-state = "$SIMDEV_RUN/containerd/state"
+root = "$NODE_STATE/containerd/root"
+state = "$NODE_RUN/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.tracing.processor.v1.otlp"]
@@ -30,16 +30,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "$SIMDEV_RUN/runc"
+        Root = "$NODE_RUN/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$SIMDEV_STATE/cni/net.d"
+    conf_dir = "$NODE_STATE/cni/net.d"
   [plugins."io.containerd.grpc.v1.cri".registry]
     # Every image is imported locally. Should a pull happen anyway, it goes to
     # loopback and fails there instead of leaving the machine.
-    config_path = "$SIMDEV_STATE/containerd/certs.d"
+    config_path = "$NODE_STATE/containerd/certs.d"
 CFG
-  cat > "$SIMDEV_STATE/containerd/certs.d/docker.io/hosts.toml" <<CFG
+  cat > "$NODE_STATE/containerd/certs.d/docker.io/hosts.toml" <<CFG
 server = "http://127.0.0.1:1"
 CFG
 }
@@ -47,7 +47,7 @@ CFG
 write_cni_config() {
   # A bridge with a gateway address (so the kubelet can probe pod IPs) but no
   # default route inside pods and no masquerading: pods reach nothing outside.
-  cat > "$SIMDEV_STATE/cni/net.d/10-simdev.conflist" <<CFG
+  cat > "$NODE_STATE/cni/net.d/10-simdev.conflist" <<CFG
 {
   "cniVersion": "1.0.0",
   "name": "simdev",
@@ -61,7 +61,7 @@ write_cni_config() {
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$POD_CIDR"}]],
-        "dataDir": "$SIMDEV_RUN/cni-ipam"
+        "dataDir": "$NODE_RUN/cni-ipam"
       }
     },
     {"type": "loopback"}
@@ -72,14 +72,15 @@ CFG
 
 write_kubelet_config() {
   # Pods must never ask a real DNS server: their resolv.conf names only loopback.
-  echo "nameserver 127.0.0.1" > "$SIMDEV_STATE/resolv.conf"
-  cat > "$SIMDEV_STATE/kubelet-config.yaml" <<CFG
+  echo "nameserver 127.0.0.1" > "$NODE_STATE/resolv.conf"
+  cat > "$NODE_STATE/kubelet-config.yaml" <<CFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+# Every node listens on its own loopback address, so all of them keep the standard ports.
+address: $NODE_NAME
 port: 10250
 readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
+healthzBindAddress: $NODE_NAME
 healthzPort: 10248
 authentication:
   anonymous: {enabled: false}
@@ -88,12 +89,14 @@ authentication:
 authorization:
   mode: Webhook
 cgroupDriver: cgroupfs
+# Each node's pods under a cgroup of its own (/ for node 1, as on a single-node cluster).
+cgroupRoot: $CGROUP_ROOT
 failSwapOn: false
 # See restrict_oom_score_adj in the containerd configuration.
 oomScoreAdj: 0
 failCgroupV1: false
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-resolvConf: $SIMDEV_STATE/resolv.conf
+resolvConf: $NODE_STATE/resolv.conf
 clusterDomain: cluster.local
 podCIDR: $POD_CIDR
 maxPods: 110

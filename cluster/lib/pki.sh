@@ -63,7 +63,6 @@ make_pki() {
   issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
-  issue kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   if [ ! -f "$PKI/sa.key" ]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -71,5 +70,12 @@ make_pki() {
   kubeconfig "$ADMIN_KUBECONFIG" admin simdev-local
   kubeconfig "$SIMDEV_STATE/controller-manager.kubeconfig" controller-manager simdev-local
   kubeconfig "$SIMDEV_STATE/scheduler.kubeconfig" scheduler simdev-local
-  kubeconfig "$SIMDEV_STATE/kubelet.kubeconfig" kubelet simdev-local
+}
+
+# node_pki: the credentials of the node chosen by use_node; the Node authorizer and
+# NodeRestriction let each kubelet touch only its own Node and pods.
+node_pki() {
+  mkdir -p "$NODE_STATE"
+  issue "$KUBELET_CERT" "/O=system:nodes/CN=system:node:$NODE_NAME"
+  kubeconfig "$NODE_STATE/kubelet.kubeconfig" "$KUBELET_CERT" simdev-local
 }

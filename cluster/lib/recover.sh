@@ -17,13 +17,15 @@ kill_shims() {
   done
 }
 
-# Every mount point under the cluster's own directories, deepest first. Pod network
+# Every mount point of node 1 under the cluster's own directories, deepest first. Pod network
 # namespaces live under $SIMDEV_RUN (containerd's state); the kubelet's pod volumes count
-# only when the kubelet root is recorded as ours.
+# only when the kubelet root is recorded as ours. The pinned namespaces of the other nodes
+# are theirs (see drop_node_ns); their other mounts live inside those namespaces.
 our_mounts() {
   local roots="$SIMDEV_RUN|$SIMDEV_STATE/containerd"
   if kubelet_root_ours; then roots+="|$KUBELET_ROOT/pods"; fi
-  awk '{print $5}' /proc/self/mountinfo | grep -E "^($roots)(/|$)" | sort -r || true
+  awk '{print $5}' /proc/self/mountinfo | grep -E "^($roots)(/|$)" \
+    | grep -Ev "^$NS_DIR(/|$)" | sort -r || true
 }
 
 unmount_ours() {
@@ -49,21 +51,29 @@ claim_kubelet_root() {
   echo "$KUBELET_ROOT" > "$KUBELET_ROOT_MARK"
 }
 
-# Called when containerd is not running and no shim of ours is left (after a reboot, or
-# after cluster-down): nothing of ours can still be in use.
+# Called for the node chosen by use_node when its containerd is not running and no shim of
+# it is left (after a reboot, or after cluster-down): nothing of the node can still be in
+# use. Node 1's sweep takes the control plane down too; the others' only their own kubelet.
 sweep_leftovers() {
   local name
-  for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    running "$name" && stop_daemon "$name"
-    rm -f "$(pidfile "$name")"
-  done
-  kill_shims
-  unmount_ours
+  if [ "$NODE_INDEX" -eq 1 ]; then
+    for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+      stop_daemon "$name"
+    done
+    kill_shims
+    unmount_ours
+  else
+    stop_daemon "kubelet$SUFFIX"
+    kill_shims
+    kill_cgroup_orphans
+    drop_node_ns
+  fi
   # Pod IP leases and runtime state describe sandboxes that no longer exist.
-  rm -rf "$SIMDEV_RUN/cni-ipam" "$SIMDEV_RUN/containerd/state"
-  rm -f "$(pidfile containerd)"
+  rm -rf "$NODE_RUN/cni-ipam" "$NODE_RUN/containerd/state"
+  rm -f "$(pidfile "containerd$SUFFIX")"
 }
 
+# setup_network: the service route, and the rule of the node chosen by use_node.
 setup_network() {
   # A packet to a service IP would otherwise follow the default route off the machine.
   ip route replace blackhole "$SERVICE_CIDR"
@@ -72,8 +82,36 @@ setup_network() {
     || iptables -I FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP
 }
 
+# teardown_network: the node's rule and bridge; the service route goes with the last node.
 teardown_network() {
-  ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
+  [ "$NODE_INDEX" -ne 1 ] || ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
   while iptables -D FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -j DROP 2>/dev/null; do :; done
   ip link del "$BRIDGE" 2>/dev/null || true
+}
+
+# stop_node_containers: every pod container of the node chosen by use_node (its kubelet
+# stopped first, so it does not start them again).
+stop_node_containers() {
+  local tasks t
+  running "containerd$SUFFIX" || return 0
+  tasks=$(ctr_k8s tasks ls -q 2>/dev/null || true)
+  for t in $tasks; do
+    # --force kills a running task and waits for it before deleting it.
+    ctr_k8s tasks delete --force "$t" >/dev/null 2>&1 || log "could not stop container $t"
+  done
+  [ -z "$tasks" ] || log "stopped $(echo "$tasks" | wc -w) pod containers of node $NODE_NAME"
+}
+
+# stop_node_runtime: the node's containerd, shims, mounts, IP leases and network.
+stop_node_runtime() {
+  stop_daemon "containerd$SUFFIX"
+  kill_shims
+  if [ "$NODE_INDEX" -eq 1 ]; then
+    unmount_ours
+  else
+    kill_cgroup_orphans
+    drop_node_ns
+  fi
+  rm -rf "$NODE_RUN/cni-ipam"
+  teardown_network
 }

@@ -5,6 +5,7 @@ These take the whole cluster down, so they run after every other cluster test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import Cluster, make, pids_of_cluster, settings, wait_for
+from clusterlib import Cluster, make, node_index, pids_of_cluster, settings, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 
@@ -26,19 +27,22 @@ def lines_of(*cmd: str) -> list[str]:
     return subprocess.run(list(cmd), text=True, capture_output=True).stdout.splitlines()
 
 
-def leftovers() -> list[str]:
-    """Processes, mounts, routes and links of the cluster that are still there."""
+def leftovers(nodes: int) -> list[str]:
+    """Processes, mounts, routes, rules and links of the cluster's nodes that are still there."""
     cfg = settings()
     found = [
         f"process: {line}"
+        # Only processes that name this cluster's state: other clusters may run on the machine.
         for pattern in (
-            "bin/kube-",
-            "bin/kubelet",
+            f"bin/kube-.*{cfg['SIMDEV_STATE']}/",
+            f"bin/kubelet .*{cfg['SIMDEV_STATE']}/",
             f"containerd --config {cfg['SIMDEV_STATE']}",
-            f"containerd-shim.*-address {cfg['CONTAINERD_SOCK']}",
+            # Every node's containerd socket lies under the run directory.
+            f"containerd-shim.*-address {cfg['SIMDEV_RUN']}/",
         )
         for line in lines_of("pgrep", "-af", pattern)
     ]
+    # The extra nodes' namespaces are pinned under the run directory too.
     roots = (cfg["SIMDEV_RUN"], f"{cfg['SIMDEV_STATE']}/containerd", "/var/lib/kubelet/pods")
     found += [f"mount: {target}" for target in mounts() if target.startswith(roots)]
     found += [
@@ -46,15 +50,29 @@ def leftovers() -> list[str]:
         for r in lines_of("ip", "route", "show", "type", "blackhole")
         if cfg["SERVICE_CIDR"] in r
     ]
-    if lines_of("ip", "link", "show", cfg["BRIDGE"]):
-        found.append(f"link: {cfg['BRIDGE']}")
+    rules = lines_of("iptables", "-S", "FORWARD")
+    for node in range(1, nodes + 1):
+        node_cfg = settings(node)
+        if lines_of("ip", "link", "show", node_cfg["BRIDGE"]):
+            found.append(f"link: {node_cfg['BRIDGE']}")
+        found += [f"rule: {r}" for r in rules if node_cfg["POD_CIDR"] in r]
+        if node_cfg["CGROUP_ROOT"] != "/":
+            # An extra node's cgroups are its own: a process left there is one of its containers.
+            procs = Path("/sys/fs/cgroup/pids", node_cgroup(node_cfg)).rglob("cgroup.procs")
+            found += [f"process in {p.parent}: {p.read_text()}" for p in procs if p.read_text()]
     return found
 
 
-def run_busybox(cluster: Cluster, name: str) -> None:
+def node_cgroup(node_cfg: dict[str, str]) -> str:
+    return node_cfg["CGROUP_ROOT"].lstrip("/")
+
+
+def run_busybox(cluster: Cluster, name: str, node: str) -> None:
+    """Runs a pod to completion on one node and reads its log."""
     cluster.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=true")
     cluster.kubectl(
         "run", name, "--image=busybox:1.36", "--image-pull-policy=IfNotPresent",
+        f"--overrides={json.dumps({'spec': {'nodeName': node}})}",
         "--restart=Never", "--", "sh", "-c", "echo alive",
     )  # fmt: skip
     wait_for(
@@ -73,20 +91,41 @@ def local(cluster: Cluster) -> Cluster:
     return cluster
 
 
-def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:
-    # A pod running when everything dies leaves mounts, a network namespace and a sandbox.
-    local.kubectl("run", "victim", "--image=busybox:1.36", "--restart=Never", "--", "sleep", "600")
+def run_victims(cluster: Cluster) -> None:
+    """A pod on every node: running when everything dies, it leaves mounts, a network
+    namespace and a sandbox behind on its node."""
+    victims = []
+    for node in cluster.nodes():
+        name = node["metadata"]["name"]
+        victim = f"victim-{node_index(name)}"
+        cluster.kubectl(
+            "run", victim, "--image=busybox:1.36", "--restart=Never",
+            f"--overrides={json.dumps({'spec': {'nodeName': name}})}", "--", "sleep", "600",
+        )  # fmt: skip
+        victims.append(victim)
     wait_for(
-        "pod victim to run",
-        lambda: local.get_json("pod", "victim")["status"].get("phase") == "Running",
+        f"pods {victims} to run",
+        lambda: all(
+            cluster.get_json("pod", v)["status"].get("phase") == "Running" for v in victims
+        ),
         timeout=120,
     )
+
+
+def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:
+    nodes = len(local.nodes())
+    run_victims(local)
     pids = pids_of_cluster()
-    assert set(DAEMONS) | {"containerd"} <= set(pids), pids
+    per_node = {
+        f"{daemon}{settings(n)['SUFFIX']}"
+        for n in range(1, nodes + 1)
+        for daemon in ("kubelet", "containerd")
+    }
+    assert set(DAEMONS) | per_node <= set(pids), pids
     for pid in pids.values():
         os.kill(pid, signal.SIGKILL)
     subprocess.run(
-        ["pkill", "-KILL", "-f", f"containerd-shim.*-address {settings()['CONTAINERD_SOCK']}"],
+        ["pkill", "-KILL", "-f", f"containerd-shim.*-address {settings()['SIMDEV_RUN']}/"],
         check=False,
     )
     wait_for("the killed processes to be gone", lambda: not pids_of_cluster(), timeout=30)
@@ -94,9 +133,12 @@ def test_cluster_up_recovers_from_killed_processes(local: Cluster) -> None:
     started = time.monotonic()
     make(REPO, "cluster-up", timeout=300)
     assert time.monotonic() - started < 120
+    assert len(local.nodes()) == nodes  # the recorded count, without NODES
     local.wait_node_ready()
-    run_busybox(local, "after-recovery")
-    local.kubectl("delete", "pod", "victim", "--wait=false", "--grace-period=0", "--force")
+    for node in local.nodes():
+        run_busybox(local, "after-recovery", node["metadata"]["name"])
+    for n in range(1, nodes + 1):
+        local.kubectl("delete", "pod", f"victim-{n}", "--wait=false", "--grace-period=0", "--force")
 
 
 def mounts() -> list[str]:
@@ -118,11 +160,35 @@ def decoys(tmp_path: Path) -> Iterator[list[Path]]:
 def test_cluster_down_leaves_nothing_and_up_starts_again(
     local: Cluster, decoys: list[Path]
 ) -> None:
+    nodes = len(local.nodes())
     make(REPO, "cluster-down", timeout=300)
-    assert leftovers() == []
+    assert leftovers(nodes) == []
     # Only what the cluster's own records name is removed.
     for decoy in decoys:
         assert decoy.exists() and str(decoy) in mounts(), decoy
     make(REPO, "cluster-up", timeout=300)
     local.wait_node_ready()
-    run_busybox(local, "after-restart")
+    for node in local.nodes():
+        run_busybox(local, "after-restart", node["metadata"]["name"])
+
+
+def test_nodes_shrink_and_grow(local: Cluster) -> None:
+    nodes = len(local.nodes())
+    if nodes < 2:
+        pytest.skip("needs a cluster of several nodes")
+    last = settings(nodes)
+    make(REPO, "cluster-up", f"NODES={nodes - 1}", timeout=300)
+    assert [n["metadata"]["name"] for n in local.nodes()] == [
+        settings(n)["NODE_NAME"] for n in range(1, nodes)
+    ]
+    # The removed node left nothing: no process, state, bridge, rule or cgroup.
+    assert f"kubelet{last['SUFFIX']}" not in pids_of_cluster()
+    assert not Path(last["KUBELET_DIR"]).exists()
+    assert not lines_of("ip", "link", "show", last["BRIDGE"])
+    assert not [r for r in lines_of("iptables", "-S", "FORWARD") if last["POD_CIDR"] in r]
+    assert not list(Path("/sys/fs/cgroup").glob(f"*{last['CGROUP_ROOT']}"))
+
+    make(REPO, "cluster-up", f"NODES={nodes}", timeout=300)
+    local.wait_node_ready()
+    assert len(local.nodes()) == nodes
+    run_busybox(local, "after-growing", last["NODE_NAME"])

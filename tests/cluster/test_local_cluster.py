@@ -1,16 +1,18 @@
-"""The local cluster itself: a Ready node of the pinned version that runs ordinary pods."""
+"""The local cluster itself: Ready nodes of the pinned version that run ordinary pods."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from clusterlib import Cluster, wait_for
+from clusterlib import E2E_NODES, Cluster, node_index, settings, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,10 +37,25 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def run_pod(cluster: Cluster, namespace: str, name: str, script: str) -> str:
-    """Runs busybox to completion and returns its logs."""
+def run_pod(
+    cluster: Cluster, namespace: str, name: str, script: str, node: str = "", host_path: str = ""
+) -> str:
+    """Runs busybox to completion (on node, when given; with host_path at /host) and returns
+    its logs."""
+    spec: dict[str, Any] = {"nodeName": node} if node else {}
+    if host_path:
+        spec["volumes"] = [{"name": "host", "hostPath": {"path": host_path}}]
+        spec["containers"] = [
+            {
+                "name": name,
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+            }
+        ]
     cluster.kubectl(
         "-n", namespace, "run", name, "--image=busybox:1.36", "--image-pull-policy=IfNotPresent",
+        f"--overrides={json.dumps({'spec': spec})}",
         "--restart=Never", "--command", "--", "sh", "-c", script,
     )  # fmt: skip
 
@@ -50,15 +67,19 @@ def run_pod(cluster: Cluster, namespace: str, name: str, script: str) -> str:
     return cluster.kubectl("-n", namespace, "logs", name).stdout
 
 
-def test_node_is_ready_with_pinned_version(cluster: Cluster) -> None:
+def test_nodes_are_ready_with_pinned_version(cluster: Cluster) -> None:
     nodes = cluster.nodes()
-    assert len(nodes) == 1
-    info = nodes[0]["status"]["nodeInfo"]
+    assert nodes
     if not cluster.local:
-        pytest.skip("version pin applies to the local cluster only")
-    assert info["kubeletVersion"] == K8S_VERSION
-    addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
-    assert addresses["InternalIP"] == "127.0.0.1"
+        pytest.skip("version pin and node names apply to the local cluster only")
+    # The suite's nodes, each named and addressed by its own loopback address.
+    assert [n["metadata"]["name"] for n in nodes] == [
+        settings(i)["NODE_NAME"] for i in range(1, E2E_NODES + 1)
+    ]
+    for node in nodes:
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == K8S_VERSION
+        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+        assert addresses["InternalIP"] == node["metadata"]["name"]
     server = cluster.kubectl("version", "-o", "json").stdout
     assert f'"gitVersion": "{K8S_VERSION}"' in server
 
@@ -74,13 +95,39 @@ def test_busybox_pod_runs_to_completion_with_readable_logs(
 def test_pods_get_no_route_out(cluster: Cluster, namespace: str) -> None:
     if not cluster.local:
         pytest.skip("network isolation is a property of the local cluster")
-    logs = run_pod(cluster, namespace, "routes", "ip -4 route; echo ---; cat /etc/resolv.conf")
-    routes, resolv = logs.split("---")
-    assert "default" not in routes, routes
-    assert "10.244.0.0/24" in routes
-    # The only DNS server a pod is told about is its own loopback.
-    servers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
-    assert servers == ["127.0.0.1"]
+    for node in cluster.nodes():
+        name = node["metadata"]["name"]
+        script = "ip -4 route; echo ---; cat /etc/resolv.conf"
+        logs = run_pod(cluster, namespace, f"routes-{node_index(name)}", script, node=name)
+        routes, resolv = logs.split("---")
+        assert "default" not in routes, routes
+        # Each node's pods on its own subnet.
+        assert settings(node_index(name))["POD_CIDR"] in routes, (name, routes)
+        # The only DNS server a pod is told about is its own loopback.
+        servers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
+        assert servers == ["127.0.0.1"]
+
+
+def test_device_plugin_path_reaches_the_pods_own_node(cluster: Cluster, namespace: str) -> None:
+    """A hostPath /var/lib/kubelet/device-plugins is its own node's directory, with that
+    node's kubelet socket: what lets a plugin pod register with the right kubelet."""
+    if not cluster.local or os.geteuid() != 0:
+        pytest.skip("reads the local nodes' directories, as root")
+    token = uuid.uuid4().hex[:8]
+    for node in cluster.nodes():
+        name = node["metadata"]["name"]
+        marker = f"marker-{token}-{node_index(name)}"
+        logs = run_pod(
+            cluster, namespace, f"path-{node_index(name)}", f"touch /host/{marker}; ls /host",
+            node=name, host_path="/var/lib/kubelet/device-plugins",
+        )  # fmt: skip
+        assert "kubelet.sock" in logs.split()
+    for node in cluster.nodes():
+        index = node_index(node["metadata"]["name"])
+        plugin_dir = Path(settings(index)["KUBELET_DIR"]) / "device-plugins"
+        markers = sorted(p.name for p in plugin_dir.glob(f"marker-{token}-*"))
+        assert markers == [f"marker-{token}-{index}"]
+        (plugin_dir / markers[0]).unlink()
 
 
 def test_a_kubelet_root_in_use_elsewhere_is_refused(cluster: Cluster, tmp_path: Path) -> None:

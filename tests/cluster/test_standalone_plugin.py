@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,17 +69,18 @@ def standalone(cluster: Cluster, images: dict[str, str]) -> Iterator[Cluster]:
     cluster.wait_allocatable(RESOURCE, 0, timeout=60)
 
 
-def plugin_pod(cluster: Cluster) -> dict[str, object]:
-    pods = cluster.get_json("-n", NAMESPACE, "pods")["items"]
-    assert len(pods) == 1
-    pod: dict[str, object] = pods[0]
+def plugin_pod(cluster: Cluster, node: str) -> dict[str, object]:
+    """The DaemonSet's one pod on node."""
+    pods = cluster.get_json("-n", NAMESPACE, "pods", "--field-selector", f"spec.nodeName={node}")
+    assert len(pods["items"]) == 1, [p["metadata"]["name"] for p in pods["items"]]
+    pod: dict[str, object] = pods["items"][0]
     return pod
 
 
 def test_node_reports_two_devices(standalone: Cluster) -> None:
     assert set(standalone.allocatable(RESOURCE).values()) == {2}
-    node = standalone.nodes()[0]
-    assert node["status"]["capacity"][RESOURCE] == "2"
+    for node in standalone.nodes():
+        assert node["status"]["capacity"][RESOURCE] == "2"
 
 
 def test_consumer_sees_env_and_device_file(standalone: Cluster) -> None:
@@ -127,7 +129,8 @@ spec:
 def test_kubelet_restart_restores_devices_without_touching_plugin(standalone: Cluster) -> None:
     if not standalone.local:
         pytest.skip("restarting the kubelet process needs the local cluster")
-    before = plugin_pod(standalone)
+    node = standalone.nodes()[0]["metadata"]["name"]
+    before = plugin_pod(standalone, node)
     name = before["metadata"]["name"]  # type: ignore[index]
 
     def reregistrations() -> int:
@@ -135,12 +138,17 @@ def test_kubelet_restart_restores_devices_without_touching_plugin(standalone: Cl
         return logs.count("re-registered")
 
     count = reregistrations()
-    subprocess.run(["bash", str(REPO / "cluster" / "restart-kubelet.sh")], check=True, timeout=240)
+    subprocess.run(
+        ["bash", str(REPO / "cluster" / "restart-kubelet.sh")],
+        env={**os.environ, "NODE": node},
+        check=True,
+        timeout=240,
+    )
     # Within 30 s of the kubelet coming back, the devices are allocatable again.
     standalone.wait_allocatable(RESOURCE, 2, timeout=30)
     # The plugin noticed the new kubelet and registered again (not a stale node status).
     wait_for("the plugin to re-register", lambda: reregistrations() > count, timeout=30)
-    after = plugin_pod(standalone)
+    after = plugin_pod(standalone, node)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]  # type: ignore[index]
     restarts = after["status"]["containerStatuses"][0]["restartCount"]  # type: ignore[index]
     assert restarts == before["status"]["containerStatuses"][0]["restartCount"]  # type: ignore[index]

@@ -6,13 +6,14 @@ Exposed as fixtures because test modules are imported by path, not as a package.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusterlib import Cluster
+from devices import Devices, plugin_namespace
 from simdev.operator.model import API_VERSION, KIND, Device
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,3 +80,24 @@ def operator(cluster: Cluster, images: dict[str, str]) -> Cluster:
         timeout=600,
     )
     return cluster
+
+
+@pytest.fixture(scope="module")
+def namespace(request: pytest.FixtureRequest, operator: Cluster) -> Iterator[str]:
+    """The test module's plugin namespace (its NAMESPACE), made beforehand so that it
+    outlives each test's SimulatedDevices."""
+    name: str = request.module.NAMESPACE
+    plugin_namespace(operator, name)
+    yield name
+    operator.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
+    """SimulatedDevices of one test, deleted afterwards with the pods it left in namespace."""
+    made = Devices(operator)
+    yield made
+    made.cleanup()
+    operator.kubectl(
+        "delete", "pods", "-n", namespace, "--all", "--wait=false", "--ignore-not-found"
+    )

@@ -143,14 +143,31 @@ def test_local_runtime_puts_plugins_on_the_host_network(device: DeviceFactory) -
     env = {e["name"]: e.get("value") for e in _container(ds)["env"]}
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     assert env["KUBERNETES_SERVICE_PORT"] == "6443"
-    # Metrics on loopback only, on the port the reconciler handed out.
+    # Every node is this machine, on its own loopback address: metrics on the node's
+    # address, on the port the reconciler handed out.
     ds = builders.daemon_set(device(), runtime, metrics_port=9507)
-    env = {e["name"]: e.get("value") for e in _container(ds)["env"]}
-    assert (env["METRICS_ADDRESS"], env["METRICS_PORT"]) == ("127.0.0.1", "9507")
+    env_list = _container(ds)["env"]
+    env = {e["name"]: e.get("value") for e in env_list}
+    assert env["METRICS_PORT"] == "9507"
+    (address,) = [e for e in env_list if e["name"] == "METRICS_ADDRESS"]
+    assert address == {
+        "name": "METRICS_ADDRESS",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}},
+    }
     assert _container(ds)["ports"] == [{"name": "metrics", "containerPort": 9507}]
     plain = _container(builders.daemon_set(device(), PluginRuntime(IMAGE)))
     assert {e["name"]: e.get("value") for e in plain["env"]}["METRICS_ADDRESS"] == "0.0.0.0"
     assert plain["ports"] == [{"name": "metrics", "containerPort": 9500}]
+
+
+def test_host_network_elsewhere_keeps_metrics_on_loopback(device: DeviceFactory) -> None:
+    for api_host in ("", "10.0.0.5", "api.example.com"):
+        runtime = PluginRuntime(IMAGE, host_network=True, api_host=api_host)
+        env = {
+            e["name"]: e.get("value")
+            for e in _container(builders.daemon_set(device(), runtime))["env"]
+        }
+        assert env["METRICS_ADDRESS"] == "127.0.0.1", api_host
 
 
 def test_plugin_may_read_only_its_own_object_and_nodes(device: DeviceFactory) -> None:

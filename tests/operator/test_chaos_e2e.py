@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from clusterlib import Cluster, make, pids_of_cluster, wait_for
+from clusterlib import Cluster, make, pids_of_cluster, pod_resources_socket, wait_for
 from devices import Devices, plugin_namespace, pod_status, start_pod
 from simdev.plugin.podresources import list_pod_devices
 
@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "simdev-chaos"
-POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 RESULTS = REPO / "bench-results" / "chaos.json"
 STAGE = ("chaos-a", "chaos-b", "chaos-c")
 DEVICES_EACH = 3
@@ -52,7 +51,10 @@ class Stage:
         self.held: dict[str, list[str]] = {}  # consumer pod -> its device IDs
 
     def holdings(self) -> dict[str, list[str]]:
-        listed = list_pod_devices(POD_RESOURCES)
+        # Consumers run on any node: every node's kubelet lists its own pods.
+        listed = {}
+        for node in self.cluster.nodes():
+            listed.update(list_pod_devices(pod_resources_socket(node["metadata"]["name"])))
         return {
             pod: sorted(listed.get((NAMESPACE, pod), {}).get(resource(name), []))
             for name, pod in self.consumers.items()
@@ -160,9 +162,16 @@ def test_killed_cluster_process(stage: Stage, daemon: str) -> None:
 def test_killed_operator_while_it_reconciles(stage: Stage) -> None:
     cluster = stage.cluster
     burst = [f"chaos-burst-{i:02d}" for i in range(20)]
+    # The burst is about the operator's reconciles, not the nodes: its plugins run on one node
+    # only, so a machine of two cores need not run twenty of them per node.
+    first = {"kubernetes.io/hostname": cluster.nodes()[0]["metadata"]["name"]}
     for name in burst:
         stage.devices.create(
-            name, namespace=NAMESPACE, resourceName=resource(name), numberDevices=1
+            name,
+            namespace=NAMESPACE,
+            resourceName=resource(name),
+            numberDevices=1,
+            nodeSelector=first,
         )
     # Mid-burst: the operator's process, as the OOM killer or a node failure would.
     operator_pid = int(
@@ -188,7 +197,13 @@ def test_killed_operator_while_it_reconciles(stage: Stage) -> None:
 
 def by_hand(stage: Stage, kind: str) -> Callable[[], None]:
     def delete() -> None:
-        (obj,) = stage.devices.owned(kind, STAGE[0])
+        # One DaemonSet per object; of its pods, the first node's.
+        first = stage.cluster.nodes()[0]["metadata"]["name"]
+        (obj,) = [
+            o
+            for o in stage.devices.owned(kind, STAGE[0])
+            if o["spec"].get("nodeName", first) == first
+        ]
         meta = obj["metadata"]
         stage.cluster.kubectl("delete", kind, "-n", meta["namespace"], meta["name"])
 

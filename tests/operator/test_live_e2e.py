@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clusterlib import Cluster, wait_for
+from clusterlib import Cluster, pod_resources_socket, wait_for
 from devices import (
     Devices,
     capacity,
     patch_spec,
-    plugin_log,
-    plugin_namespace,
+    plugin_logs,
     plugin_pods,
     pod_status,
     run_consumer,
@@ -35,25 +32,6 @@ pytestmark = pytest.mark.e2e
 NAMESPACE = "simdev-live-e2e"
 # The kubelet's node-status period plus the 5 s the issue allows.
 FOLLOW_SECONDS = 15
-POD_RESOURCES = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Cluster) -> Iterator[str]:
-    # Made beforehand, so that it outlives each test's SimulatedDevice.
-    plugin_namespace(operator, NAMESPACE)
-    yield NAMESPACE
-    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-
-
-@pytest.fixture
-def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
-    made = Devices(operator)
-    yield made
-    made.cleanup()
-    operator.kubectl(
-        "delete", "pods", "-n", NAMESPACE, "--all", "--wait=false", "--ignore-not-found"
-    )
 
 
 def start(devices: Devices, prefix: str, **spec: Any) -> tuple[str, str]:
@@ -137,17 +115,20 @@ def test_a_flapping_fault_goes_and_comes_back_twice(devices: Devices) -> None:
     cluster.wait_allocatable(resource, 3)
     pods = plugin_pods(devices, name)
     patch_spec(cluster, name, faults=[flap])
-    seen: list[int] = []
+    # Each node's plugin flaps on its own: follow every node's count.
+    seen: dict[str, list[int]] = {node: [] for node in cluster.allocatable(resource)}
     deadline = time.monotonic() + 140
-    while time.monotonic() < deadline and seen.count(2) + seen.count(3) < 4:
-        (value,) = set(cluster.allocatable(resource).values())
-        if not seen or seen[-1] != value:
-            seen.append(value)
-        if seen == [3]:
-            seen = []  # before the fault arrived
+    while time.monotonic() < deadline and any(len(s) < 4 for s in seen.values()):
+        for node, value in cluster.allocatable(resource).items():
+            counts = seen[node]
+            if not counts or counts[-1] != value:
+                counts.append(value)
+            if counts == [3]:
+                counts.clear()  # before the fault arrived
         time.sleep(1)
-    # Unhealthy, healthy, unhealthy, healthy: at least two full flaps.
-    assert seen[:4] == [2, 3, 2, 3], seen
+    # Unhealthy, healthy, unhealthy, healthy: at least two full flaps on every node.
+    for node, counts in seen.items():
+        assert counts[:4] == [2, 3, 2, 3], (node, counts)
     assert plugin_pods(devices, name) == pods
 
 
@@ -180,8 +161,11 @@ def test_allocate_delay_slows_the_pod_down(devices: Devices) -> None:
     began = time.monotonic()
     run_consumer(cluster, NAMESPACE, resource, 1)
     assert time.monotonic() - began >= 5
-    log = plugin_log(devices, name)
-    assert re.search(r'"msg": "delaying Allocate".*"fault": "slow"', log), log
+    # The consumer ran on one node: its plugin delayed the call.
+    logs = plugin_logs(devices, name)
+    assert any(
+        re.search(r'"msg": "delaying Allocate".*"fault": "slow"', log) for log in logs.values()
+    ), logs
 
 
 def test_plugin_down_takes_every_device_away_for_a_while(devices: Devices) -> None:
@@ -197,8 +181,9 @@ def test_plugin_down_takes_every_device_away_for_a_while(devices: Devices) -> No
     cluster.wait_allocatable(resource, 0, timeout=FOLLOW_SECONDS)
     cluster.wait_allocatable(resource, 3, timeout=20 + FOLLOW_SECONDS)
     assert plugin_pods(devices, name) == pods
-    log = plugin_log(devices, name)
-    assert "going down on request" in log and "re-registered" in log
+    # Every node's plugin went down and came back.
+    for node, log in plugin_logs(devices, name).items():
+        assert "going down on request" in log and "re-registered" in log, node
 
 
 def test_allocated_matches_the_kubelets_pod_resources(devices: Devices) -> None:
@@ -214,14 +199,22 @@ def test_allocated_matches_the_kubelets_pod_resources(devices: Devices) -> None:
         timeout=60,
     )
 
+    def held_per_node() -> dict[str, int]:
+        """Node -> devices its kubelet says its pods hold."""
+        held = {}
+        for node in cluster.nodes():
+            listed = list_pod_devices(pod_resources_socket(node["metadata"]["name"]))
+            held[node["metadata"]["name"]] = sum(len(v.get(resource, [])) for v in listed.values())
+        return held
+
     def held_by_kubelet() -> int:
-        listed = list_pod_devices(POD_RESOURCES)
-        return sum(len(v.get(resource, [])) for v in listed.values())
+        return sum(held_per_node().values())
 
     assert held_by_kubelet() == 3
+    held = held_per_node()
     wait_for(
-        "status.nodeDevices[].allocated to match pod-resources",
-        lambda: sum(r["allocated"] for r in node_rows(devices, name).values()) == 3,
+        "status.nodeDevices[].allocated to match each node's pod-resources",
+        lambda: {n: r["allocated"] for n, r in node_rows(devices, name).items()} == held,
         timeout=30,
     )
     assert devices.get(name)["status"]["devices"]["allocated"] == 3

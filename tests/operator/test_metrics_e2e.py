@@ -52,28 +52,33 @@ def test_plugin_and_operator_metrics_count_what_happened(devices: Devices) -> No
     idle = {"name": "later", "type": "Unhealthy", "schedule": {"startAfter": "1h"}}
     devices.create(name, namespace=NAMESPACE, resourceName=resource, numberDevices=3, faults=[idle])
     port = devices.wait_ready(name)["status"]["metricsPort"]
-    plugin_url = f"http://127.0.0.1:{port}/metrics"
-    before = scrape(plugin_url)
+    # On the host network every node's plugin serves one port, each on its node's own
+    # address; consumers land on any node, so the Allocate calls are counted over all.
+    plugin_urls = [f"http://{n['metadata']['name']}:{port}/metrics" for n in cluster.nodes()]
+    allocated = ("simdev_plugin_allocate_requests_total", {"resource": resource, "code": "OK"})
+
+    def allocations() -> float:
+        return sum(value(scrape(url), allocated[0], **allocated[1]) for url in plugin_urls)
+
+    before = allocations()
     for _ in range(2):
         run_consumer(cluster, NAMESPACE, resource, 1)
-
-    def counted() -> Samples | None:
-        after = scrape(plugin_url)
-        ok = value(after, "simdev_plugin_allocate_requests_total", resource=resource, code="OK")
-        return after if ok >= 2 else None
-
-    after = wait_for("the plugin to count two Allocate calls", counted, timeout=30)
-    ok = value(after, "simdev_plugin_allocate_requests_total", resource=resource, code="OK")
-    ok_before = value(before, "simdev_plugin_allocate_requests_total", resource=resource, code="OK")
-    assert ok - ok_before == 2
-    assert value(after, "simdev_plugin_devices", resource=resource, health="Healthy") == 3
-    assert value(after, "simdev_plugin_registrations_total", resource=resource) >= 1
-    fault = value(
-        after, "simdev_plugin_fault_active", resource=resource, fault="later", type="Unhealthy"
+    wait_for(
+        "the plugins to count two Allocate calls",
+        lambda: allocations() - before >= 2,
+        timeout=30,
     )
-    assert fault == 0  # listed, not yet active
-    assert (("simdev_plugin_fault_active", (("fault", "later"), ("resource", resource),
-             ("type", "Unhealthy")))) in after  # fmt: skip
+    assert allocations() - before == 2
+    for url in plugin_urls:
+        after = scrape(url)
+        assert value(after, "simdev_plugin_devices", resource=resource, health="Healthy") == 3
+        assert value(after, "simdev_plugin_registrations_total", resource=resource) >= 1
+        fault = value(
+            after, "simdev_plugin_fault_active", resource=resource, fault="later", type="Unhealthy"
+        )
+        assert fault == 0  # listed, not yet active
+        assert (("simdev_plugin_fault_active", (("fault", "later"), ("resource", resource),
+                 ("type", "Unhealthy")))) in after  # fmt: skip
 
     operator = scrape(OPERATOR_METRICS)
     assert value(operator, "simdev_operator_reconciles_total", result="ok") >= 1

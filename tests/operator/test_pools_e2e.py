@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from clusterlib import Cluster, wait_for
-from devices import Devices, patch_spec, plugin_namespace, plugin_pods, unique
+from devices import Devices, patch_spec, plugin_pods, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -23,20 +23,6 @@ NAMESPACE = "simdev-pools-e2e"
 LABEL = "simdev.io/e2e-pool"
 # The kubelet's node-status period plus a margin.
 FOLLOW_SECONDS = 20
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Cluster) -> Iterator[str]:
-    plugin_namespace(operator, NAMESPACE)
-    yield NAMESPACE
-    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-
-
-@pytest.fixture
-def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
-    made = Devices(operator)
-    yield made
-    made.cleanup()
 
 
 class NodeLabel:

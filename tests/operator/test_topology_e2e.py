@@ -9,7 +9,6 @@ make it refuse a pod.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +18,7 @@ from devices import (
     Devices,
     capacity,
     patch_spec,
-    plugin_log,
-    plugin_namespace,
+    plugin_logs,
     plugin_pods,
     pod_status,
     run_consumer,
@@ -34,23 +32,6 @@ NAMESPACE = "simdev-topology-e2e"
 ENV = "SIM"
 # The kubelet's node-status period plus a margin.
 FOLLOW_SECONDS = 15
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Cluster) -> Iterator[str]:
-    plugin_namespace(operator, NAMESPACE)
-    yield NAMESPACE
-    operator.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-
-
-@pytest.fixture
-def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
-    made = Devices(operator)
-    yield made
-    made.cleanup()
-    operator.kubectl(
-        "delete", "pods", "-n", NAMESPACE, "--all", "--wait=false", "--ignore-not-found"
-    )
 
 
 def start(devices: Devices, prefix: str, **spec: Any) -> tuple[str, str]:
@@ -70,6 +51,11 @@ def env_of(log: str) -> dict[str, str]:
 def indices(visible: str) -> list[int]:
     """Device indices from <ENV>_VISIBLE_DEVICES (IDs are d-<node>-<index>)."""
     return sorted(int(i.rsplit("-", 1)[1]) for i in visible.split(","))
+
+
+def pod_node(cluster: Cluster, pod: str) -> str:
+    node: str = cluster.get_json("pod", "-n", NAMESPACE, pod)["spec"]["nodeName"]
+    return node
 
 
 def held_env(cluster: Cluster, pod: str) -> dict[str, str]:
@@ -101,7 +87,9 @@ def test_numa_aligned_gives_a_pod_of_four_one_whole_numa_node(devices: Devices) 
     held = held_env(cluster, holder)
     (held_node,) = held[f"{ENV}_NUMA_NODES"].split(",")
 
-    got = env_of(run_consumer(cluster, NAMESPACE, resource, 4))
+    # On the holder's node, where one device is gone.
+    node = pod_node(cluster, holder)
+    got = env_of(run_consumer(cluster, NAMESPACE, resource, 4, node=node))
     (numa,) = got[f"{ENV}_NUMA_NODES"].split(",")
     assert numa != held_node
     block = list(range(4)) if numa == "0" else list(range(4, 8))
@@ -172,8 +160,11 @@ def test_policy_none_registers_again_and_still_serves(devices: Devices) -> None:
     # The switch happens on a fresh socket: wait until the kubelet has the new registration,
     # since a pod admitted in between would meet no plugin.
     wait_for(
-        "the plugin to register again without preferred allocations",
-        lambda: "re-registered" in plugin_log(devices, name).split("registration changed", 1)[-1],
+        "every node's plugin to register again without preferred allocations",
+        lambda: all(
+            "re-registered" in log.split("registration changed", 1)[-1]
+            for log in plugin_logs(devices, name).values()
+        ),
         timeout=FOLLOW_SECONDS,
     )
     cluster.wait_allocatable(resource, 4, timeout=FOLLOW_SECONDS)
