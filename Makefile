@@ -62,16 +62,16 @@ bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to
 	@bash scripts/deploy.sh
 	PYTHONPATH=tests $(VBIN)/python bench/live_latency.py
 
-# The scale benchmark's fake nodes; afterwards the local cluster goes back to KWOK_NODES.
+# The scale benchmark's fake nodes; afterwards the local cluster goes back to the fake nodes
+# it had before.
 SCALE_NODES ?= 500
-KWOK_NODES ?= 0
 .PHONY: bench-scale
 bench-scale: venv ## Scale on the local cluster: 500 fake nodes, 10 SimulatedDevices, 2,000 pods (bench-results/scale.json)
-	@bash $(CLUSTER)/kwok.sh up $(SCALE_NODES)
-	@bash scripts/deploy.sh
-	@export KUBECONFIG=$$(bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG'); \
+	@before=$$(bash $(CLUSTER)/kwok.sh count); bash $(CLUSTER)/kwok.sh up $(SCALE_NODES) && \
+	  bash scripts/deploy.sh && \
+	  export KUBECONFIG=$$(bash -c '. $(CLUSTER)/lib/common.sh; echo $$ADMIN_KUBECONFIG') && \
 	  $(VBIN)/python bench/scale.py; status=$$?; \
-	  bash $(CLUSTER)/kwok.sh up $(KWOK_NODES); exit $$status
+	  bash $(CLUSTER)/kwok.sh up $$before; exit $$status
 
 .PHONY: proto
 proto: venv ## Regenerate the device-plugin API code from plugin/api/*.proto
@@ -83,8 +83,8 @@ chart: venv ## Regenerate charts/simdev/templates from manifests/base (the one s
 
 ## ---- local cluster --------------------------------------------------------
 .PHONY: cluster-up cluster-down cluster-clean cluster-kubeconfig cluster-kubectl
-cluster-up: deps ## Start (building what is missing) the local cluster; idempotent; NODES=N for N nodes
-	@NODES=$(NODES) bash $(CLUSTER)/up.sh
+cluster-up: deps ## Start (building what is missing) the local cluster; idempotent; NODES=N real nodes, KWOK_NODES=N fake ones
+	@NODES=$(NODES) KWOK_NODES=$(KWOK_NODES) bash $(CLUSTER)/up.sh
 
 cluster-down: ## Stop every process of the local cluster; keep its state
 	@bash $(CLUSTER)/down.sh

@@ -18,7 +18,7 @@ for n in $(seq 1 "$nodes"); do
   use_node "$n"
   stop_node_containers
 done
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop_daemon "$name"
 done
 for n in $(seq 1 "$nodes"); do

@@ -9,6 +9,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/config.sh"
 . "$here/lib/nodes.sh"
 . "$here/lib/recover.sh"
+# shellcheck source=lib/kwok.sh
+. "$here/lib/kwok.sh"
+# shellcheck source=lib/containerd2.sh
+. "$here/lib/containerd2.sh"
 
 need_root
 [[ ${NODES:-1} =~ ^[1-9]$ ]] || die "NODES must be a number from 1 to $MAX_NODES, got '$NODES'"
@@ -24,6 +28,15 @@ step() {
 
 bash "$here/install-deps.sh"
 bash "$here/build-k8s.sh" >/dev/null
+if [ "$SIMDEV_CONTAINERD" = built ]; then
+  ctrd_bin=$(bash "$here/build-containerd.sh" | tail -n1)
+  # containerd looks its shim up on PATH first; the distribution's 1.6 shim may be there.
+  CONTAINERD_CMD=(env "PATH=$ctrd_bin:$PATH" "$ctrd_bin/containerd")
+elif [ "$SIMDEV_CONTAINERD" = system ]; then
+  CONTAINERD_CMD=(containerd)
+else
+  die "SIMDEV_CONTAINERD must be built or system, got '$SIMDEV_CONTAINERD'"
+fi
 bash "$here/base-images.sh" pause busybox
 step "checked dependencies, binaries and base images"
 
@@ -41,7 +54,8 @@ echo $(( nodes > recorded ? nodes : recorded )) > "$NODES_FILE"
 start_runtime() {
   local image ref
   node_pki
-  write_containerd_config
+  runtime_matches_state
+  if [ "$SIMDEV_CONTAINERD" = built ]; then write_containerd2_config; else write_containerd_config; fi
   write_cni_config
   write_kubelet_config
   make_node_cgroups
@@ -61,7 +75,8 @@ start_runtime() {
   [ "$NODE_INDEX" -eq 1 ] || ensure_node_ns
   if ! running "containerd$SUFFIX"; then
     node_exec
-    start_daemon "containerd$SUFFIX" "${NODE_EXEC[@]}" containerd --config "$NODE_STATE/containerd/config.toml"
+    start_daemon "containerd$SUFFIX" "${NODE_EXEC[@]}" "${CONTAINERD_CMD[@]}" \
+      --config "$NODE_STATE/containerd/config.toml"
     wait_until 60 "containerd" ctr --address "$CONTAINERD_SOCK" version \
       || die "containerd did not start; see $LOGS/containerd$SUFFIX.log"
     step "started containerd$SUFFIX"
@@ -186,6 +201,13 @@ for n in $(seq 1 "$nodes"); do
     step "node $NODE_NAME Ready"
   fi
 done
+
+# Fake nodes: KWOK_NODES=N keeps exactly N; without it, the count the last one recorded.
+kwok_want=${KWOK_NODES:-$(kwok_recorded)}
+if [ "$kwok_want" != 0 ] || [ -n "$(kwok_node_names)" ] || running kwok; then
+  kwok_up "$kwok_want"
+  step "$kwok_want fake nodes"
+fi
 
 # Pods are refused until the controllers have made the default service account.
 sa_ready() { kubectl_admin -n default get serviceaccount default >/dev/null 2>&1; }

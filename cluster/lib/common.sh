@@ -84,6 +84,11 @@ use_node() {
 }
 use_node 1
 
+# The container runtime of every node: `built` is containerd 2.x from the Go module proxy
+# (build-containerd.sh), which applies CDI devices (the DRA driver's claims need them);
+# `system` is the distribution's containerd (Debian's 1.6 has no CDI).
+SIMDEV_CONTAINERD=${SIMDEV_CONTAINERD:-built}
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -1,6 +1,6 @@
 # Configuration of containerd 2.x (cluster/build-containerd.sh), which applies CDI devices:
 # the same settings as write_containerd_config writes for Debian's 1.6, in config version 3.
-# Sourced; takes the variables of lib/common.sh.
+# Sourced; takes the variables of lib/common.sh for the node chosen by use_node.
 # shellcheck shell=bash
 
 CONTAINERD2_MODULE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../containerd" && pwd)
@@ -34,15 +34,15 @@ write_containerd2_config() {
   local cdi_dirs
   # shellcheck disable=SC2086 # a space-separated list of paths
   cdi_dirs=$(toml_strings $CDI_SPEC_DIRS)
-  mkdir -p "$SIMDEV_STATE/containerd/certs.d/docker.io" "$SIMDEV_STATE/cni/net.d"
+  mkdir -p "$NODE_STATE/containerd/certs.d/docker.io" "$NODE_STATE/cni/net.d"
   # Version 3 reads in every containerd 2.x; 2.4 migrates it to its version 4 in memory at
   # each start (a warning, no cost worth a second format). A version 4 file would have to
   # set the ttrpc socket itself: only before 4 is it derived from the grpc address, and its
   # own default is the host's /run/containerd.
-  cat > "$SIMDEV_STATE/containerd/config.toml" <<CFG
+  cat > "$NODE_STATE/containerd/config.toml" <<CFG
 version = 3
-root = "$SIMDEV_STATE/containerd/root"
-state = "$SIMDEV_RUN/containerd/state"
+root = "$NODE_STATE/containerd/root"
+state = "$NODE_RUN/containerd/state"
 # Built without btrfs, devmapper, zfs and tracing (build-containerd.sh); these stay off
 # should another build have them.
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -58,7 +58,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.cri.v1.images".registry]
     # Every image is imported locally. Should a pull happen anyway, it goes to
     # loopback and fails there instead of leaving the machine.
-    config_path = "$SIMDEV_STATE/containerd/certs.d"
+    config_path = "$NODE_STATE/containerd/certs.d"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_unprivileged_ports = false
@@ -80,16 +80,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_path = "$(containerd2_bin_dir)/containerd-shim-runc-v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "$SIMDEV_RUN/runc"
+        Root = "$NODE_RUN/runc"
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "$SIMDEV_STATE/cni/net.d"
+    conf_dir = "$NODE_STATE/cni/net.d"
 
 [plugins."io.containerd.grpc.v1.cri"]
   # The streaming server (exec, attach, port-forward) listens on loopback only.
   stream_server_address = "127.0.0.1"
 CFG
-  cat > "$SIMDEV_STATE/containerd/certs.d/docker.io/hosts.toml" <<CFG
+  cat > "$NODE_STATE/containerd/certs.d/docker.io/hosts.toml" <<CFG
 server = "http://127.0.0.1:1"
 CFG
+}
+
+# runtime_matches_state: the node's containerd state was made by the runtime SIMDEV_CONTAINERD
+# names (recorded on first start); the two runtimes' metadata are not to be mixed.
+runtime_matches_state() {
+  local mark=$NODE_STATE/containerd/runtime had
+  mkdir -p "$NODE_STATE/containerd"
+  if [ -d "$NODE_STATE/containerd/root" ] && [ ! -f "$mark" ]; then
+    had=system  # state from before the record: only the distribution's runtime made it
+  elif [ -f "$mark" ]; then
+    had=$(cat "$mark")
+  else
+    had=$SIMDEV_CONTAINERD
+  fi
+  [ "$had" = "$SIMDEV_CONTAINERD" ] || die "node $NODE_NAME's containerd state was made by the $had runtime; run \`make cluster-clean\` to start over with SIMDEV_CONTAINERD=$SIMDEV_CONTAINERD, or set SIMDEV_CONTAINERD=$had"
+  echo "$SIMDEV_CONTAINERD" > "$mark"
 }

@@ -15,6 +15,10 @@ KWOK_ANNOTATION=kwok.x-k8s.io/node=fake
 KWOK_NODE_IP=127.63.0.1
 KWOK_POD_CIDR=127.64.0.0/16
 
+# How many fake nodes the last kwok_up kept, so a later cluster-up without KWOK_NODES keeps them.
+KWOK_NODES_FILE=$SIMDEV_STATE/kwok-node-count
+kwok_recorded() { if [ -f "$KWOK_NODES_FILE" ]; then cat "$KWOK_NODES_FILE"; else echo 0; fi; }
+
 kwok_kubeconfig() { echo "$SIMDEV_STATE/kwok.kubeconfig"; }
 
 # kwok_rbac: what the controller may do (the rules of KWOK's own ClusterRole that apply
@@ -106,6 +110,7 @@ kwok_up() {
     kubectl_admin delete node --wait=false $extra >/dev/null
     log "deleted $(wc -w <<<"$extra") fake nodes beyond $want"
   fi
+  echo "$want" > "$KWOK_NODES_FILE"
   if (( want == 0 )); then
     stop_daemon kwok
     return 0

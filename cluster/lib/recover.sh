@@ -57,7 +57,7 @@ claim_kubelet_root() {
 sweep_leftovers() {
   local name
   if [ "$NODE_INDEX" -eq 1 ]; then
-    for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    for name in kwok kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
       stop_daemon "$name"
     done
     kill_shims

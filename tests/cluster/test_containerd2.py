@@ -128,7 +128,7 @@ def write_config(tmp_path: Path, cdi_dirs: str) -> dict[str, Any]:
     state, run = tmp_path / "state", tmp_path / "run"
     script = (
         ". cluster/lib/common.sh; . cluster/lib/containerd2.sh; "
-        f"SIMDEV_STATE={state} SIMDEV_RUN={run} CONTAINERD_SOCK={run}/c.sock "
+        f"NODE_STATE={state} NODE_RUN={run} CONTAINERD_SOCK={run}/c.sock "
         f"CDI_SPEC_DIRS='{cdi_dirs}' SIMDEV_CACHE={tmp_path}/cache write_containerd2_config"
     )
     subprocess.run(["bash", "-c", script], cwd=REPO, check=True, timeout=30)
