@@ -101,3 +101,26 @@ def devices(operator: Cluster, namespace: str) -> Iterator[Devices]:
     operator.kubectl(
         "delete", "pods", "-n", namespace, "--all", "--wait=false", "--ignore-not-found"
     )
+
+
+FAKE_NODES = 3
+
+
+@pytest.fixture
+def fake_nodes(operator: Cluster) -> Iterator[list[str]]:
+    """KWOK fake nodes made by the local cluster's scripts (cluster/kwok.sh), then the count
+    the cluster had before: tests that expect every node to be real never see them."""
+    if not operator.local:
+        pytest.skip("fake nodes come from the local cluster's scripts")
+    script = str(REPO / "cluster" / "kwok.sh")
+
+    def kwok(*args: str) -> str:
+        out = subprocess.run(
+            ["bash", script, *args], check=True, text=True, stdout=subprocess.PIPE, timeout=600
+        )
+        return out.stdout.strip()
+
+    before = kwok("count")
+    kwok("up", str(FAKE_NODES))
+    yield [f"kwok-node-{i}" for i in range(FAKE_NODES)]
+    kwok("up", before)

@@ -198,19 +198,22 @@ def test_a_claim_for_two_devices_runs_with_their_env_and_device_files(devices: D
     driver = create_gpus(devices, name)
     devices.wait_ready(name)
     template = claim_template(cluster, driver, MODEL, 2)
-    consumer = claim_pod(cluster, template, "env | grep ^GPU_; ls /dev | grep ^gpu-")
-    wait_for(
-        "the claim's pod to finish",
-        lambda: pod(cluster, consumer)["status"].get("phase") == "Succeeded",
-        timeout=120,
-    )
-    log = cluster.kubectl("logs", "-n", NAMESPACE, consumer).stdout
+    # The pod stays up after its report: a claim made from a template is deleted once its
+    # pod has finished, and the test still reads the claim's allocation.
+    consumer = claim_pod(cluster, template, "env | grep ^GPU_; ls /dev | grep ^gpu-; sleep 600")
+
+    def report() -> str | None:
+        out = cluster.kubectl("logs", "-n", NAMESPACE, consumer, check=False).stdout
+        return out if "gpu-" in out and "GPU_VISIBLE_DEVICES=" in out else None
+
+    log = wait_for("the claim's pod to report its devices", report, timeout=120)
     visible = next(line for line in log.splitlines() if line.startswith("GPU_VISIBLE_DEVICES="))
     assert len(visible.split("=", 1)[1].split(",")) == 2
     assert sum(1 for line in log.splitlines() if line.startswith("gpu-")) == 2
     results = allocation_of(cluster, consumer)
     node = pod(cluster, consumer)["spec"]["nodeName"]
     assert [(r["driver"], r["pool"]) for r in results] == [(driver, node)] * 2
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, consumer, "--wait=false")
 
 
 def test_a_claim_no_device_matches_stays_pending_with_the_reason(devices: Devices) -> None:
@@ -230,37 +233,41 @@ def test_a_claim_no_device_matches_stays_pending_with_the_reason(devices: Device
     assert "cannot allocate all claims" in message, message
 
 
-def test_fake_nodes_get_slices_and_claims_bind_to_them(devices: Devices) -> None:
+def test_fake_nodes_get_slices_and_claims_bind_to_them(
+    devices: Devices, fake_nodes: list[str]
+) -> None:
     cluster = devices.cluster
     name = unique("dra")
-    fake = unique("simdev-fake-node")
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": fake, "labels": {"simdev.io/e2e-fake": name}},
-    }
-    cluster.apply(json.dumps(node))
-    try:
-        driver = create_gpus(devices, name, nodeSelector={"simdev.io/e2e-fake": name})
-        wait_for("the fake node's slice", lambda: slice_devices(cluster, name, fake), timeout=60)
-        template = claim_template(cluster, driver, MODEL, 1)
-        # No kubelet runs it; the scheduler still allocates the claim on that node.
-        bound = claim_pod(
-            cluster,
-            template,
-            "true",
-            {
-                "nodeSelector": {"kubernetes.io/hostname": fake},
-                "tolerations": [{"operator": "Exists"}],
-            },
-        )
-        wait_for(
-            "the claim to be allocated on the fake node",
-            lambda: [r["pool"] for r in allocation_of(cluster, bound)] == [fake],
-            timeout=60,
-        )
-    finally:
-        cluster.kubectl("delete", "node", fake, "--wait=false", check=False)
+    fake = fake_nodes[0]
+    driver = create_gpus(devices, name, nodeSelector={"type": "kwok"})
+    for node in fake_nodes:
+
+        def sliced(node: str = node) -> list[str]:
+            return slice_devices(cluster, name, node)
+
+        wait_for(f"{node}'s slice", sliced, timeout=60)
+    template = claim_template(cluster, driver, MODEL, 1)
+    # No kubelet runs it; the scheduler still allocates the claim on that node, and KWOK
+    # reports the pod Running.
+    bound = claim_pod(
+        cluster,
+        template,
+        "true",
+        {
+            "nodeSelector": {"kubernetes.io/hostname": fake},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+        },
+    )
+    wait_for(
+        "the claim to be allocated on the fake node",
+        lambda: [r["pool"] for r in allocation_of(cluster, bound)] == [fake],
+        timeout=60,
+    )
+    wait_for(
+        "the pod to run on the fake node",
+        lambda: pod(cluster, bound)["status"].get("phase") in ("Running", "Succeeded"),
+        timeout=60,
+    )
 
 
 def test_a_kubelet_restart_keeps_prepared_claims(devices: Devices) -> None:
