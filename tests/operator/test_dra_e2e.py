@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from clusterlib import Cluster, wait_for
-from devices import Devices, namespace_for_plugins, patch_spec, unique
+from devices import Devices, namespace_for_plugins, patch_spec, start_pod, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -214,6 +214,41 @@ def test_a_claim_for_two_devices_runs_with_their_env_and_device_files(devices: D
     node = pod(cluster, consumer)["spec"]["nodeName"]
     assert [(r["driver"], r["pool"]) for r in results] == [(driver, node)] * 2
     cluster.kubectl("delete", "pod", "-n", NAMESPACE, consumer, "--wait=false")
+
+
+def test_classic_and_dra_take_separate_sets_on_one_node(devices: Devices) -> None:
+    cluster = devices.cluster
+    needs_cdi(cluster)
+    name = unique("dra")
+    driver = create_gpus(devices, name, numberDevices=2)
+    devices.wait_ready(name)
+    node = cluster.nodes()[0]["metadata"]["name"]
+    resource = f"dra.simdev.io/{name}"
+    cluster.wait_allocatable(resource, 2)
+    # Every classic device of the node is held ...
+    classic = start_pod(cluster, NAMESPACE, resource, 2, node=node)
+    wait_for(
+        "the classic pod to run",
+        lambda: pod(cluster, classic)["status"].get("phase") == "Running",
+        timeout=120,
+    )
+    # ... and a claim for every DRA device of the same node still runs: separate sets.
+    template = claim_template(cluster, driver, MODEL, 2)
+    claimer = claim_pod(
+        cluster,
+        template,
+        "env | grep ^GPU_VISIBLE_DEVICES=; sleep 600",
+        {"nodeSelector": {"kubernetes.io/hostname": node}},
+    )
+
+    def report() -> str | None:
+        out = cluster.kubectl("logs", "-n", NAMESPACE, claimer, check=False).stdout
+        return out if "GPU_VISIBLE_DEVICES=" in out else None
+
+    wait_for("the DRA pod to run beside the classic one", report, timeout=120)
+    assert pod(cluster, classic)["status"]["phase"] == "Running"
+    assert [r["pool"] for r in allocation_of(cluster, claimer)] == [node, node]
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, classic, claimer, "--wait=false")
 
 
 def test_a_claim_no_device_matches_stays_pending_with_the_reason(devices: Devices) -> None:

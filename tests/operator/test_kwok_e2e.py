@@ -1,4 +1,4 @@
-"""KWOK fake nodes on the real local cluster: the operator writes their devices.
+"""Node status the operator writes: KWOK fake nodes' devices, and real nodes' stale keys.
 
 Fake nodes (cluster/kwok.sh) have no kubelet, so no plugin runs there: the operator puts
 each SimulatedDevice's resource into their status, with pools and Unhealthy faults applied,
@@ -31,14 +31,18 @@ def status_of(cluster: Cluster, node: str, resource: str) -> tuple[int, int] | N
 
 
 def wait_status(
-    cluster: Cluster, nodes: list[str], resource: str, want: tuple[int, int] | None
+    cluster: Cluster,
+    nodes: list[str],
+    resource: str,
+    want: tuple[int, int] | None,
+    timeout: float = WRITE_SECONDS,
 ) -> None:
     for node in nodes:
 
         def shown(node: str = node) -> bool:
             return status_of(cluster, node, resource) == want
 
-        wait_for(f"{node} to show {resource} as {want}", shown, timeout=WRITE_SECONDS)
+        wait_for(f"{node} to show {resource} as {want}", shown, timeout=timeout)
 
 
 def real_nodes(cluster: Cluster) -> list[str]:
@@ -131,3 +135,20 @@ def test_fake_nodes_offer_the_devices_with_pools_and_faults(
     cluster.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--wait=false")
     devices.delete(name)
     wait_status(cluster, fake_nodes, resource, None)
+
+
+# The kubelet keeps a gone plugin's resource for a grace period of 5 minutes, then zeroes it.
+KUBELET_GRACE_SECONDS = 300
+
+
+def test_a_deleted_resource_leaves_real_nodes_after_the_kubelets_grace(devices: Devices) -> None:
+    cluster = devices.cluster
+    name = unique("stale")
+    resource = f"kwok.simdev.io/{name}"
+    devices.create(name, namespace=NAMESPACE, resourceName=resource, numberDevices=1)
+    cluster.wait_allocatable(resource, 1)
+    real = real_nodes(cluster)
+    devices.delete(name)
+    # Left alone, the kubelet would show "resource: 0" forever; the operator drops the key
+    # once the kubelet has zeroed it.
+    wait_status(cluster, real, resource, None, timeout=KUBELET_GRACE_SECONDS + 120)
