@@ -56,6 +56,9 @@ trap cleanup EXIT
 use_instance() {
   SIMDEV_STATE=$dir/$1/state
   SIMDEV_RUN=$dir/$1/run
+  # The config writers write the files of the node use_node chose: this instance's.
+  NODE_STATE=$SIMDEV_STATE
+  NODE_RUN=$SIMDEV_RUN
   LOGS=$dir/$1/logs
   CONTAINERD_SOCK=$SIMDEV_RUN/containerd/containerd.sock
   # Unix socket paths are limited; the longest is containerd's ttrpc socket beside this one.
