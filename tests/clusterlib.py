@@ -176,7 +176,9 @@ def pids_of_cluster() -> dict[str, int]:
 
 def local_cluster(repo: Path, nodes: int = E2E_NODES) -> Cluster:
     """Brings the local cluster up with this many nodes (idempotent, seconds when already up)."""
-    make(repo, "cluster-up", f"NODES={nodes}")
+    # Fake nodes left by a KWOK_NODES run go: tests expect every node to be real unless they
+    # ask for fake ones (the fake_nodes fixture).
+    make(repo, "cluster-up", f"NODES={nodes}", "KWOK_NODES=0")
     kubeconfig = Path(make(repo, "cluster-kubeconfig").strip().splitlines()[-1])
     kubectl = make(repo, "cluster-kubectl").strip().splitlines()[-1]
     return Cluster(kubeconfig, kubectl, local=True)

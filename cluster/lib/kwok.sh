@@ -136,7 +136,7 @@ kwok_up() {
         | kubectl_admin create -f - 2>&1 >/dev/null | grep -v AlreadyExists >&2 || true
     done
   fi
-  wait_until 120 "fake nodes Ready" kwok_all_ready "$want" \
+  wait_until 300 "fake nodes Ready" kwok_all_ready "$want" \
     || die "the $want fake nodes did not all become Ready; see $LOGS/kwok.log"
   log "$want fake nodes Ready"
 }

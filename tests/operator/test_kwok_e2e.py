@@ -141,6 +141,7 @@ def test_fake_nodes_offer_the_devices_with_pools_and_faults(
 KUBELET_GRACE_SECONDS = 300
 
 
+@pytest.mark.timeout(KUBELET_GRACE_SECONDS + 300)
 def test_a_deleted_resource_leaves_real_nodes_after_the_kubelets_grace(devices: Devices) -> None:
     cluster = devices.cluster
     name = unique("stale")
