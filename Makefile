@@ -52,7 +52,7 @@ typecheck: venv
 	@ln -sfn ../../../plugin build/typecheck/simdev/plugin
 	@ln -sfn ../../../operator build/typecheck/simdev/operator
 	cd build/typecheck && MYPYPATH=. ../../$(VBIN)/mypy --config-file ../../pyproject.toml -p simdev.plugin -p simdev.operator
-	MYPYPATH=build/typecheck:tests $(VBIN)/mypy --explicit-package-bases tests bench scripts
+	MYPYPATH=build/typecheck:tests:bench $(VBIN)/mypy --explicit-package-bases tests bench scripts
 
 .PHONY: bench
 bench: venv ## Benchmarks; figures go to bench-results/ (the live one deploys to the local cluster)

@@ -27,12 +27,14 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from watched import Watched, wait_for
 
 from simdev.operator.observed import NodeResources
 
@@ -47,16 +49,6 @@ TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSc
 
 def resource(i: int) -> str:
     return f"bench.simdev.io/dev-{i}"
-
-
-def wait(what: str, timeout: float, check: Callable[[], bool], every: float = 0.5) -> float:
-    """Seconds until check() holds; fails after timeout."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-    return time.monotonic() - start
 
 
 def find_operator() -> int:
@@ -119,17 +111,42 @@ def pod_body(i: int) -> dict[str, Any]:
     }
 
 
-def offers_everything(core: Any, ready: dict[str, float], start: float) -> Callable[[], bool]:
+@dataclass(frozen=True)
+class NodeView:
+    """What the bench reads of a node: its kind and the bench's resources on it."""
+
+    fake: bool
+    allocatable: Mapping[str, str]
+    capacity: frozenset[str]
+
+
+def node_view(obj: Mapping[str, Any]) -> NodeView:
+    status = obj.get("status") or {}
+    ours = {resource(i) for i in range(DEVICES)}
+    return NodeView(
+        fake=(obj["metadata"].get("labels") or {}).get("type") == "kwok",
+        allocatable={k: v for k, v in (status.get("allocatable") or {}).items() if k in ours},
+        capacity=frozenset(k for k in status.get("capacity") or {} if k in ours),
+    )
+
+
+def pod_node(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("spec") or {}).get("nodeName") or "")
+
+
+def offers_everything(
+    nodes: Watched[NodeView], ready: dict[str, float], start: float
+) -> Callable[[], bool]:
     """A check that every node offers every resource; ready records, per kind of node
     ("fake", "real"), the seconds from start until all nodes of that kind did."""
 
     def check() -> bool:
         waiting = {"fake": False, "real": False}
-        for node in core.list_node().items:
-            kind = "fake" if (node.metadata.labels or {}).get("type") == "kwok" else "real"
-            allocatable = node.status.allocatable or {}
-            if any(allocatable.get(resource(i)) != str(NUMBER_DEVICES) for i in range(DEVICES)):
-                waiting[kind] = True
+        for node in nodes.objects().values():
+            if any(
+                node.allocatable.get(resource(i)) != str(NUMBER_DEVICES) for i in range(DEVICES)
+            ):
+                waiting["fake" if node.fake else "real"] = True
         for kind, left in waiting.items():
             if not left and kind not in ready:
                 ready[kind] = round(time.monotonic() - start, 2)
@@ -166,7 +183,7 @@ def create_all(fn: Callable[[int], Any], count: int, workers: int = 8) -> None:
             future.result()
 
 
-def clean_up(core: Any, custom: Any, timeout: float) -> float:
+def clean_up(core: Any, custom: Any, nodes: Watched[NodeView], timeout: float) -> float:
     """Deletes the run's pods and objects (a killed run's too); seconds until the resources
     left the fake nodes again."""
     calls: list[tuple[Callable[..., Any], tuple[str, ...]]] = [
@@ -184,13 +201,9 @@ def clean_up(core: Any, custom: Any, timeout: float) -> float:
                 raise
 
     def withdrawn() -> bool:
-        return all(
-            resource(i) not in (n.status.capacity or {})
-            for n in core.list_node(label_selector="type=kwok").items
-            for i in range(DEVICES)
-        )
+        return not any(n.capacity for n in nodes.objects().values() if n.fake)
 
-    return wait("the resources to leave the fake nodes", timeout, withdrawn)
+    return wait_for("the resources to leave the fake nodes", timeout, withdrawn)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -200,13 +213,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     core: Any = client.CoreV1Api(api)
     custom: Any = client.CustomObjectsApi(api)
     pid = args.operator_pid or find_operator()
+    with Watched(core.list_node, node_view) as nodes:
+        wait_for("the node list", args.timeout, lambda: bool(nodes.objects()))
+        return measure(args, core, custom, api, pid, nodes)
 
-    nodes = core.list_node().items
-    fake = [n for n in nodes if (n.metadata.labels or {}).get("type") == "kwok"]
+
+def measure(
+    args: argparse.Namespace, core: Any, custom: Any, api: Any, pid: int, nodes: Watched[NodeView]
+) -> dict[str, Any]:
+    fake = [n for n in nodes.objects().values() if n.fake]
     if not fake:
         raise SystemExit("no fake nodes (label type=kwok): run `make bench-scale`")
-    clean_up(core, custom, args.timeout)
-    wait("the last run's namespace to go", args.timeout, lambda: not _exists(core, NAMESPACE))
+    real = len(nodes.objects()) - len(fake)
+    clean_up(core, custom, nodes, args.timeout)
+    wait_for(
+        "the last run's namespace to go",
+        args.timeout,
+        lambda: not _exists(core, NAMESPACE),
+        every=0.5,
+    )
     try:
         core.create_namespace({"metadata": {"name": NAMESPACE}})
     except ApiException as err:
@@ -223,41 +248,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Fake nodes wait only for the operator; real ones for plugin pods to start and register,
     # and then for their kubelet's next node-status update (every 10 s).
     by_kind: dict[str, float] = {}
-    advertised = wait(
-        "every node to offer every resource", args.timeout, offers_everything(core, by_kind, start)
+    advertised = wait_for(
+        "every node to offer every resource", args.timeout, offers_everything(nodes, by_kind, start)
     )
     advertised += created
     cpu1 = cpu_seconds(pid)
     # Measured on nodes that carry all ten resources, as the index holds them now.
     index_bytes = index_bytes_per_node(core.list_node().items, api)
 
-    start = time.monotonic()
-    create_all(lambda i: core.create_namespaced_pod(NAMESPACE, pod_body(i)), args.pods)
-    pods_created = time.monotonic() - start
+    with Watched(
+        core.list_namespaced_pod, pod_node, namespace=NAMESPACE, label_selector="app=bench-scale"
+    ) as pods:
+        start = time.monotonic()
+        create_all(lambda i: core.create_namespaced_pod(NAMESPACE, pod_body(i)), args.pods)
+        pods_created = time.monotonic() - start
 
-    def all_bound() -> bool:
-        pods = core.list_namespaced_pod(NAMESPACE, label_selector="app=bench-scale").items
-        return sum(1 for p in pods if p.spec.node_name) >= int(args.pods)
+        def all_bound() -> bool:
+            return sum(1 for node in pods.objects().values() if node) >= int(args.pods)
 
-    bound = pods_created + wait("every pod to be bound", args.timeout, all_bound, every=1.0)
-    pods = core.list_namespaced_pod(NAMESPACE, label_selector="app=bench-scale").items
+        bound = pods_created + wait_for("every pod to be bound", args.timeout, all_bound)
+        placed = pods.objects()
     held = Counter(
-        (p.spec.node_name, resource(int(p.metadata.name.split("-")[1]) % DEVICES)) for p in pods
+        (node, resource(int(key.rpartition("-")[2]) % DEVICES)) for key, node in placed.items()
     )
     offered = {
-        (n.metadata.name, resource(i)): int((n.status.allocatable or {}).get(resource(i), "0"))
-        for n in core.list_node().items
-        for i in range(DEVICES)
+        (name, res): int(count)
+        for name, n in nodes.objects().items()
+        for res, count in n.allocatable.items()
     }
     overbooked = {f"{k[0]} {k[1]}": v for k, v in held.items() if v > offered.get(k, 0)}
     cpu2 = cpu_seconds(pid)
     hwm = status_kib(pid, "VmHWM")
 
-    removed = clean_up(core, custom, args.timeout)
+    removed = clean_up(core, custom, nodes, args.timeout)
 
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "nodes": {"fake": len(fake), "real": len(nodes) - len(fake)},
+        "nodes": {"fake": len(fake), "real": real},
         "simulated_devices": DEVICES,
         "advertise_seconds": round(advertised, 2),
         "advertise_seconds_by_node_kind": by_kind,

@@ -56,6 +56,8 @@ STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 REQUEST_TIMEOUT = 30.0
+# Connections kept open to the API server (see load_api_client).
+API_CONNECTIONS = 32
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
@@ -122,6 +124,9 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
+    # One connection per thread that may call at once (the node-status threads and the
+    # loop's executor); the default, five per CPU, made the extra ones shake hands anew.
+    configuration.connection_pool_maxsize = API_CONNECTIONS
     return client.ApiClient(configuration)
 
 

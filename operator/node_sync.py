@@ -81,10 +81,13 @@ class NodeSync:
         now = self._epoch()
         return node_patches(nodes, in_force(world, self._status_of, now), now)
 
-    async def sync_node(self, name: str, observe: Observe) -> None:
-        """One node, after an event of its own (cheap: only that node is looked at)."""
+    async def sync_node(self, name: str, observe: Observe, everything: Observe) -> None:
+        """One node, after an event of its own (cheap: only that node is looked at).
+
+        observe need see only that node; a failure is retried by a pass that sees everything.
+        """
         if not await self._apply(self.patches(observe, {name})):
-            self._schedule_retry(observe)
+            self._schedule_retry(everything)
 
     async def sync_all(self, observe: Observe) -> None:
         """Every node; returns once a pass that started after this call has finished."""

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import kopf
 
-from simdev.operator.model import FINALIZER, MANAGED_BY_LABEL, MANAGER
+from simdev.operator.model import API_VERSION, FINALIZER, MANAGED_BY_LABEL, MANAGER
 
 ANNOTATION_PREFIX = "simdev.io"
+
+
+class DeviceDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, built only for SimulatedDevices.
+
+    kopf deep-copies the whole body of every event of every watched kind to diff it, but
+    only SimulatedDevices have change handlers. Nodes and pods come by the thousand at scale
+    (a pass over 500 fake nodes brings 500 node events), and copying them took a quarter of
+    the event loop; their diff is never read, so theirs is empty.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        if body.get("apiVersion") != API_VERSION:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -18,7 +36,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DeviceDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
 

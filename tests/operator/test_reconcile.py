@@ -51,6 +51,8 @@ class FakeDeployer:
         self.listed = Listed(frozenset(), frozenset(), frozenset())
         self.ready = 0
         self.node_patches: list[tuple[str, dict[str, Any]]] = []
+        # Nodes whose next status patch fails with this HTTP status.
+        self.node_failures: dict[str, int] = {}
 
     def list_identities(self) -> Listed:
         return self.listed
@@ -89,6 +91,9 @@ class FakeDeployer:
                 status[key] = value
 
     def patch_node_status(self, node: str, patch: Mapping[str, Any]) -> None:
+        failure = self.node_failures.pop(node, None)
+        if failure:
+            raise ApiException(status=failure, reason="Failed")
         self.node_patches.append((node, dict(patch)))
 
 
@@ -544,6 +549,71 @@ def test_only_spec_changes_and_deletions_of_an_object_make_node_passes(
     (_, wrote), (_, removed) = harness.deployer.node_patches
     assert wrote["status"]["capacity"] == {res: "2"}
     assert removed["status"]["capacity"] == {res: None}
+
+
+def passes_at_once(
+    monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[Harness, tuple[NodeResources, ...]]:
+    """A harness whose node passes and retries run without delay, and count fake nodes."""
+    monkeypatch.setattr(node_sync, "PASS_DELAY", 0.0)
+    monkeypatch.setattr(node_sync, "RETRY_DELAY", 0.0)
+    fakes = tuple(
+        NodeResources(f"kwok-node-{i}", {}, {}, {"type": "kwok"}, fake=True) for i in range(count)
+    )
+    return Harness(), fakes
+
+
+def test_a_pass_patches_every_node_a_gone_node_is_no_failure_and_a_failure_is_retried(
+    monkeypatch: pytest.MonkeyPatch, device: DeviceFactory
+) -> None:
+    harness, fakes = passes_at_once(monkeypatch, 40)
+    harness.world = World(devices={"a": device("a", numberDevices=2)}, nodes=fakes)
+    harness.deployer.node_failures = {"kwok-node-3": 404, "kwok-node-7": 500}
+
+    async def one_pass_then_its_retry() -> None:
+        await harness.reconciler.nodes.sync_all(lambda: harness.world)
+        assert {n for n, _ in harness.deployer.node_patches} == {
+            f.name for f in fakes if f.name not in ("kwok-node-3", "kwok-node-7")
+        }
+        # The patched nodes now carry the resource, as their watch events would show.
+        patched = {n for n, _ in harness.deployer.node_patches}
+        harness.world = dataclasses.replace(
+            harness.world,
+            nodes=tuple(
+                dataclasses.replace(f, capacity={res: 2}, allocatable={res: 2}, recorded=key)
+                if f.name in patched
+                else f
+                for f in fakes
+            ),
+        )
+        harness.deployer.node_patches.clear()
+        await asyncio.sleep(0.05)
+
+    res = "example.com/simple-device"
+    key = frozenset({res})
+    asyncio.run(one_pass_then_its_retry())
+    # The retry is a pass like any other: the failed node, and the gone one if it is back.
+    assert {n for n, _ in harness.deployer.node_patches} == {"kwok-node-3", "kwok-node-7"}
+
+
+def test_a_node_event_that_fails_is_retried_by_a_pass_over_every_node(
+    monkeypatch: pytest.MonkeyPatch, device: DeviceFactory
+) -> None:
+    harness, fakes = passes_at_once(monkeypatch, 2)
+    devices = {"a": device("a")}
+    harness.deployer.node_failures = {"kwok-node-0": 500}
+
+    async def event_then_retry() -> None:
+        await harness.reconciler.nodes.sync_node(
+            "kwok-node-0",
+            lambda: World(devices=devices, nodes=fakes[:1]),
+            lambda: World(devices=devices, nodes=fakes),
+        )
+        assert harness.deployer.node_patches == []
+        await asyncio.sleep(0.05)
+
+    asyncio.run(event_then_retry())
+    assert sorted(n for n, _ in harness.deployer.node_patches) == ["kwok-node-0", "kwok-node-1"]
 
 
 def test_a_status_refresh_moves_dra_slices_to_a_new_node(

@@ -84,6 +84,40 @@ def test_observer_snapshots_the_live_indexes(device: Callable[..., Device]) -> N
     assert set(observe().devices) == {"a", "b"}
 
 
+def test_a_node_event_observes_its_own_node_and_the_objects_only(
+    device: Callable[..., Device],
+) -> None:
+    a = device("a")
+    n1, n2 = NodeResources("n1", {}, {}), NodeResources("n2", {}, {})
+    kwargs = {
+        "simdev_devices": {"a": [a]},
+        "simdev_daemonsets": {},
+        "simdev_nodes": {"n1": [n1], "n2": [n2]},
+        "simdev_pods": {"ns/p": [PodDevices("n1", {"example.com/x": 1})]},
+    }
+    world = handlers.node_observer(kwargs, "n2")()
+    assert (world.devices, world.nodes, world.pods) == ({"a": a}, (n2,), ())
+    # A node already gone from the index (its DELETED event) is seen as no node at all.
+    assert handlers.node_observer(kwargs, "gone")().nodes == ()
+
+
+def test_the_diff_base_is_built_for_simulated_devices_only(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    storage = settings.persistence.diffbase_storage
+    device_body = kopf.Body(cast(kopf.RawBody, body("sample", numberDevices=3)))
+    assert storage.build(body=device_body)["spec"]["numberDevices"] == 3
+    node_raw = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"type": "kwok"}},
+        "status": {"allocatable": {"example.com/x": "2"}},
+    }
+    assert storage.build(body=kopf.Body(cast(kopf.RawBody, node_raw))) == {}
+
+
 def test_the_plugin_runtime_comes_from_the_environment() -> None:
     default = handlers.DEFAULT_PLUGIN_IMAGE
     assert handlers.plugin_runtime({}) == PluginRuntime(default)
