@@ -108,25 +108,29 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
 
 
+# The index functions are async though they never wait: kopf runs a sync handler in the
+# loop's thread pool, a hop per watch event (thousands at scale) for a few dict lookups.
 @kopf.index(GROUP, VERSION, PLURAL)
-def simdev_devices(body: kopf.Body, **_: Any) -> dict[str, Device]:
+async def simdev_devices(body: kopf.Body, **_: Any) -> dict[str, Device]:
     device = Device.from_body(body)
     return {device.name: device}
 
 
 @kopf.index("apps", "v1", "daemonsets", labels={MANAGED_BY_LABEL: MANAGER})
-def simdev_daemonsets(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, DaemonSetState]:
+async def simdev_daemonsets(
+    body: kopf.Body, labels: kopf.Labels, **_: Any
+) -> dict[str, DaemonSetState]:
     owner = labels.get(OWNER_LABEL)
     return {owner: DaemonSetState.from_body(body)} if owner else {}
 
 
 @kopf.index("v1", "nodes")
-def simdev_nodes(body: kopf.Body, name: str, **_: Any) -> dict[str, NodeResources]:
+async def simdev_nodes(body: kopf.Body, name: str, **_: Any) -> dict[str, NodeResources]:
     return {name: NodeResources.from_body(body)}
 
 
 @kopf.index("v1", "pods")
-def simdev_pods(
+async def simdev_pods(
     body: kopf.Body, name: str, namespace: str | None, **_: Any
 ) -> dict[str, PodDevices]:
     # Only pods that hold an extended resource are kept, as two small fields.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -28,6 +29,7 @@ def test_settings_use_our_own_names_and_a_quiet_posting_level() -> None:
     assert settings.posting.level == logging.INFO and not settings.posting.loggers
     assert settings.watching.server_timeout and settings.watching.client_timeout
     assert settings.peering.standalone
+    assert settings.watching.chunk_size == 100
     (selector,) = list(settings.watching.label_selectors)
     assert (
         settings.watching.label_selectors[selector]
@@ -43,17 +45,19 @@ def test_index_functions_key_snapshots_by_what_the_reconciler_looks_up(
     index_daemon_sets: Any = handlers.simdev_daemonsets
     index_nodes: Any = handlers.simdev_nodes
     device_body = kopf.Body(cast(kopf.RawBody, body("sample", numberDevices=3)))
-    devices = index_devices(body=device_body)
+    devices = asyncio.run(index_devices(body=device_body))
     assert devices["sample"].spec.number_devices == 3
 
     ds_raw = {"metadata": {"namespace": "ns", "name": "simdev-sample"}, "status": {}}
     ds_body = kopf.Body(cast(kopf.RawBody, ds_raw))
-    owned = index_daemon_sets(body=ds_body, labels={"simdev.io/simulated-device": "sample"})
+    owned = asyncio.run(
+        index_daemon_sets(body=ds_body, labels={"simdev.io/simulated-device": "sample"})
+    )
     assert owned["sample"].namespace == "ns"
-    assert index_daemon_sets(body=ds_body, labels={}) == {}
+    assert asyncio.run(index_daemon_sets(body=ds_body, labels={})) == {}
 
     node_raw = {"metadata": {"name": "n1"}, "status": {"allocatable": {"example.com/x": "2"}}}
-    nodes = index_nodes(body=kopf.Body(cast(kopf.RawBody, node_raw)), name="n1")
+    nodes = asyncio.run(index_nodes(body=kopf.Body(cast(kopf.RawBody, node_raw)), name="n1"))
     assert nodes["n1"].allocatable == {"example.com/x": 2}
 
 
