@@ -1,20 +1,23 @@
-"""simdev's plugin against the kubelet's Go sample device plugin, with one client for both.
+"""simdev's plugin against the kubelet's Go sample device plugin and grpcio's floor.
 
 The peer is test/images/sample-device-plugin of the k8s.io/kubernetes module at the version
-the local cluster runs (cluster/build-sample-plugin.sh builds and caches it). Both plugins
-run as processes on unix sockets in temporary directories and are driven by the fake
-kubelet's client (simdev.plugin.fakekubelet.PluginConnection). Per round, the three plugins
-(simdev as configured by default, simdev serving metrics as the operator deploys it, the
-peer) run at once and take turns, so that a busy machine's changing load falls on all of
-them alike:
-  - sequential Allocate round trips, one device per call, alternating over its devices,
-    in turns of 50 calls per plugin;
-  - Allocate throughput from 8 client threads, each with its own channel and connection,
-    in 4 turns per plugin;
-  - the plugin's CPU time per call in both, and its resident memory (VmRSS, VmHWM) after.
-Then GetPreferredAllocation round trips against simdev at the largest inventory it accepts
-(limits.MAX_DEVICES), in a few shapes, asking for 8 devices out of all. The peer does not
-offer GetPreferredAllocation (its options say so).
+the local cluster runs (cluster/build-sample-plugin.sh builds and caches it). The plugins run
+as processes on unix sockets in temporary directories. Per round, the three plugins (simdev
+as configured by default, simdev serving metrics as the operator deploys it, the peer) and
+grpcio's floor (bench/grpc_floor.py) run at once, and two clients drive them:
+  - allocclient (cluster/k8s/allocclient, built with the kubelet's grpc-go and device-plugin
+    API), as a kubelet would: sequential Allocate calls, one device per call, then 8
+    connections calling at once, with the server's CPU time per call. The goals are judged
+    on its figures.
+  - the fake kubelet's Python client (simdev.plugin.fakekubelet.PluginConnection), in turns
+    of 50 sequential calls per plugin and 4 turns of 8 client threads, so that a busy
+    machine's changing load falls on all of them alike. It is slower than the plugins, so
+    its ratios say more about it than about them; they are kept for comparison.
+  - after each round, every plugin's resident memory (VmRSS, VmHWM).
+Then allocclient times GetPreferredAllocation against simdev at the largest inventory it
+accepts (limits.MAX_DEVICES), in a few shapes, asking for 8 devices out of all, and the same
+request answered by must_include alone (the IDs unread). The peer does not offer
+GetPreferredAllocation (its options say so).
 
 The peer has two devices and no setting for more, so simdev runs with two as well. Its own
 registration always goes to the kubelet's standard socket path; with REGISTER_CONTROL_FILE
@@ -59,6 +62,10 @@ from simdev.plugin.limits import MAX_DEVICES
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "cluster" / "build-sample-plugin.sh"
+CLIENT_SCRIPT = REPO / "cluster" / "build-allocclient.sh"
+FLOOR_SCRIPT = REPO / "bench" / "grpc_floor.py"
+# grpcio's threaded server answering from constants: what any Python plugin pays.
+FLOOR = "grpcio-floor"
 PEER_DEVICES = ("Dev-1", "Dev-2")
 PEER_RESOURCE = "example.com/resource"
 START_TIMEOUT = 30.0
@@ -302,73 +309,6 @@ def concurrent(plugin: Plugin, clients: int, calls: int, limit_s: float) -> dict
     }
 
 
-def preferred(plugin: Plugin, calls: int, size: int) -> dict[str, Any]:
-    """GetPreferredAllocation round trips with every device available.
-
-    Timed three ways, in turns: with the request message built once, as the kubelet's cost
-    of building it (in Go) is not the plugin's; with the fake kubelet building it for every
-    call in Python, which adds about a millisecond for 10,000 IDs; and, as the floor, with
-    the same 10,000 IDs in a request that must_include alone answers, so that the plugin
-    never reads them: what carrying the message through gRPC costs.
-    """
-    ids = plugin.ids
-
-    def request(must_include: Sequence[str], wanted: int) -> pb.PreferredAllocationRequest:
-        return pb.PreferredAllocationRequest(
-            container_requests=[
-                pb.ContainerPreferredAllocationRequest(
-                    available_deviceIDs=ids,
-                    must_include_deviceIDs=must_include,
-                    allocation_size=wanted,
-                )
-            ]
-        )
-
-    built, unread = request([], size), request(ids[:1], 1)
-    call = plugin.conn.stub.GetPreferredAllocation
-    # The first call after a device change also prepares the plugin's ranking of the set.
-    t0 = time.perf_counter()
-    got = call(built, timeout=5).container_responses[0].deviceIDs
-    first_ms = (time.perf_counter() - t0) * 1000
-    if len(got) != size:
-        raise RuntimeError(f"GetPreferredAllocation gave {len(got)} devices, wanted {size}")
-    once: list[float] = []
-    each: list[float] = []
-    floor: list[float] = []
-    cpu = 0.0
-    for _ in range(calls):
-        began = cpu_seconds(plugin.proc.pid)
-        t0 = time.perf_counter()
-        call(built, timeout=5)
-        once.append((time.perf_counter() - t0) * 1000)
-        cpu += cpu_seconds(plugin.proc.pid) - began
-        t0 = time.perf_counter()
-        plugin.conn.preferred(ids, [], size)
-        each.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        call(unread, timeout=5)
-        floor.append((time.perf_counter() - t0) * 1000)
-
-    def figures(samples: Sequence[float]) -> dict[str, float]:
-        return {
-            "p50_ms": round(statistics.median(samples), 3),
-            "p99_ms": round(percentile(samples, 99), 3),
-            "max_ms": round(max(samples), 3),
-        }
-
-    return {
-        "devices": len(ids),
-        "size": size,
-        "calls": calls,
-        "first_call_ms": round(first_ms, 3),
-        **figures(once),
-        # Sampled per call in clock ticks: a mean over many calls, not each call's.
-        "cpu_us_per_call": round(cpu / calls * 1e6, 1),
-        "request_built_per_call": figures(each),
-        "ids_unread": figures(floor),
-    }
-
-
 def alternating(
     plugins: Sequence[Plugin], clients: int, calls: int, limit_s: float, turns: int
 ) -> dict[str, Any]:
@@ -396,6 +336,75 @@ def alternating(
     return results
 
 
+@dataclass(frozen=True)
+class Served:
+    """A process serving the device-plugin API on a socket, for the kubelet-like client."""
+
+    name: str
+    pid: int
+    socket: Path
+
+
+def served(plugin: Plugin) -> Served:
+    return Served(plugin.name, plugin.proc.pid, plugin.conn.socket_path)
+
+
+@contextmanager
+def floor() -> Iterator[Served]:
+    """bench/grpc_floor.py on a socket in a temporary directory."""
+    directory = Path(tempfile.mkdtemp(prefix="sdb-floor-"))
+    socket_path = directory / "floor.sock"
+    proc = subprocess.Popen(
+        [sys.executable, str(FLOOR_SCRIPT), str(socket_path)], stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not socket_path.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"the grpcio floor did not serve on {socket_path}")
+            time.sleep(0.02)
+        yield Served(FLOOR, proc.pid, socket_path)
+    finally:
+        stop_process(proc)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def kubelet_client(
+    client: Path, target: Served, modes: Sequence[str], args: argparse.Namespace, calls: int
+) -> list[dict[str, Any]]:
+    """allocclient's figures for each mode in turn: one connection and one ListAndWatch, as
+    a kubelet keeps, and the plugin's CPU time per call."""
+    command = [
+        str(client),
+        f"-socket={target.socket}",
+        f"-pid={target.pid}",
+        f"-mode={','.join(modes)}",
+        f"-calls={calls}",
+        f"-warmup={args.warmup}",
+        f"-clients={args.clients}",
+        f"-client-calls={args.client_calls}",
+        f"-seconds={args.limit}",
+        f"-size={args.preferred_size}",
+    ]
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, timeout=len(modes) * (args.limit + 60)
+    )
+    results: list[dict[str, Any]] = [json.loads(line) for line in out.stdout.splitlines()]
+    return results
+
+
+def with_kubelet_client(
+    result: dict[str, Any], targets: Sequence[Served], client: Path, args: argparse.Namespace
+) -> None:
+    """Adds each target's sequential and concurrent figures from the kubelet-like client."""
+    for target in targets:
+        seq, conc = kubelet_client(client, target, ("sequential", "concurrent"), args, args.calls)
+        result.setdefault(target.name, {})["kubelet_client"] = {
+            "sequential": seq,
+            "concurrent": conc,
+        }
+
+
 def measure(plugins: Sequence[Plugin], args: argparse.Namespace) -> dict[str, Any]:
     """One round: every plugin running at once, measured in turns."""
     seq = sequential(plugins, args.calls, args.warmup, args.block)
@@ -421,6 +430,14 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+# What the kubelet-like client measures of every target, the grpcio floor included.
+KUBELET_CLIENT_FIGURES = (
+    ("sequential", "p50_ms"),
+    ("sequential", "p99_ms"),
+    ("sequential", "cpu_us_per_call"),
+    ("concurrent", "per_second"),
+    ("concurrent", "cpu_us_per_call"),
+)
 # Figure name -> where it is in one plugin's result of a round.
 METRICS = (
     ("sequential_p50_ms", ("sequential", "p50_ms")),
@@ -430,6 +447,10 @@ METRICS = (
     ("concurrent_cpu_us_per_call", ("concurrent", "cpu_us_per_call")),
     ("rss_kib", ("rss_kib",)),
     ("peak_rss_kib", ("peak_rss_kib",)),
+    *(
+        (f"kubelet_client_{mode}_{figure}", ("kubelet_client", mode, figure))
+        for mode, figure in KUBELET_CLIENT_FIGURES
+    ),
 )
 
 
@@ -440,13 +461,16 @@ def lookup(result: dict[str, Any], path: Sequence[str]) -> float:
     return float(value)
 
 
-def peer_binary(given: Path | None) -> Path:
-    if given is not None:
-        return given
+def built(script: Path) -> Path:
+    """Runs a build script that prints its binary's path last."""
     out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(script)], check=True, stdout=subprocess.PIPE, text=True
     ).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+def peer_binary(given: Path | None) -> Path:
+    return given if given is not None else built(BUILD_SCRIPT)
 
 
 def main() -> None:
@@ -465,6 +489,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
     binary = peer_binary(args.peer)
+    client = built(CLIENT_SCRIPT)
 
     rounds: list[dict[str, Any]] = []
     for n in range(args.rounds):
@@ -472,26 +497,31 @@ def main() -> None:
         with ExitStack() as running:
             plugins = [running.enter_context(start(name, binary)) for name in order]
             result = measure(plugins, args)
+            targets = [served(p) for p in plugins] + [running.enter_context(floor())]
+            with_kubelet_client(result, targets, client, args)
         rounds.append(result)
         print(f"round {n + 1}/{args.rounds}: {json.dumps(result)}", flush=True)
 
     preferred_results: dict[str, Any] = {}
     for shape, env in PREFERRED_SHAPES.items():
         with simdev(env, MAX_DEVICES) as plugin:
-            runs = [
-                preferred(plugin, args.preferred_calls, args.preferred_size)
-                for _ in range(args.rounds)
-            ]
+            measured = kubelet_client(
+                client,
+                served(plugin),
+                ("preferred", "unread") * args.rounds,
+                args,
+                args.preferred_calls,
+            )
             memory = memory_kib(plugin.proc.pid)
-        built = [r["request_built_per_call"] for r in runs]
+        runs, unread = measured[0::2], measured[1::2]
         preferred_results[shape] = {
             "runs": runs,
             "p50_ms": spread([r["p50_ms"] for r in runs]),
             "p99_ms": spread([r["p99_ms"] for r in runs]),
-            "request_built_per_call_p99_ms": spread([r["p99_ms"] for r in built]),
             "cpu_us_per_call": spread([r["cpu_us_per_call"] for r in runs]),
-            "ids_unread_p50_ms": spread([r["ids_unread"]["p50_ms"] for r in runs]),
-            "ids_unread_p99_ms": spread([r["ids_unread"]["p99_ms"] for r in runs]),
+            # The same request, answered by must_include alone: carrying 10,000 IDs.
+            "ids_unread_p50_ms": spread([r["p50_ms"] for r in unread]),
+            "ids_unread_p99_ms": spread([r["p99_ms"] for r in unread]),
             "rss_kib": memory.get("VmRSS"),
             "peak_rss_kib": memory.get("VmHWM"),
         }
@@ -499,6 +529,11 @@ def main() -> None:
     figures = {
         name: {metric: spread([lookup(r[name], path) for r in rounds]) for metric, path in METRICS}
         for name in PLUGINS
+    }
+    figures[FLOOR] = {
+        metric: spread([lookup(r[FLOOR], path) for r in rounds])
+        for metric, path in METRICS
+        if path[0] == "kubelet_client"
     }
     theirs = figures["go-peer"]
 
@@ -510,9 +545,9 @@ def main() -> None:
         path = dict(METRICS)[metric]
         return spread([lookup(r[name], path) / lookup(r["go-peer"], path) for r in rounds])
 
-    def goal(metric: str, limit: float, at_most: bool) -> dict[str, Any]:
+    def goal(metric: str, limit: float, at_most: bool, python_client: str = "") -> dict[str, Any]:
         value = ratio(metric)
-        return {
+        judged = {
             "goal": f"{'<=' if at_most else '>='} {limit}",
             "value": value,
             "per_round": round_ratios(metric),
@@ -520,11 +555,27 @@ def main() -> None:
             # Not the goal's configuration: how far serving metrics moves the figure.
             "with_metrics": ratio(metric, "simdev-metrics"),
         }
+        if python_client:
+            # The best a plugin on grpcio's threaded server can get, and what the Python
+            # client (which is slower than either plugin) makes of the same two.
+            judged["grpcio_floor"] = ratio(metric, FLOOR)
+            judged["python_client"] = ratio(python_client)
+        return judged
 
     worst_preferred = max(p["p99_ms"]["median"] for p in preferred_results.values())
     goals = {
-        "sequential_p99_ratio": goal("sequential_p99_ms", GOAL_SEQUENTIAL_P99_RATIO, True),
-        "concurrent_throughput_ratio": goal("concurrent_per_second", GOAL_THROUGHPUT_RATIO, False),
+        "sequential_p99_ratio": goal(
+            "kubelet_client_sequential_p99_ms",
+            GOAL_SEQUENTIAL_P99_RATIO,
+            True,
+            "sequential_p99_ms",
+        ),
+        "concurrent_throughput_ratio": goal(
+            "kubelet_client_concurrent_per_second",
+            GOAL_THROUGHPUT_RATIO,
+            False,
+            "concurrent_per_second",
+        ),
         "rss_ratio": goal("rss_kib", GOAL_RSS_RATIO, True),
         "preferred_allocation_p99_ms": {
             "goal": f"<= {GOAL_PREFERRED_P99_MS}",
@@ -553,8 +604,8 @@ def main() -> None:
     def line(metric: str, unit: str) -> str:
         shown = [
             f"{name} {f['median']:g} ({f['min']:g}-{f['max']:g})"
-            for name in PLUGINS
-            if (f := figures[name][metric])
+            for name in (*PLUGINS, FLOOR)
+            if (f := figures[name].get(metric))
         ]
         return f"{metric} [{unit}]: " + ", ".join(shown)
 

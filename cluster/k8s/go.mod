@@ -1,6 +1,8 @@
 // Wrapper module that builds the Kubernetes components for the local cluster.
 // The staging modules are replaced with their published versions, because the
 // k8s.io/kubernetes module only refers to them through local paths.
+// allocclient/ (the peer benchmark's kubelet-like client) is built here too, so that it
+// speaks through the kubelet's own grpc-go and device-plugin API versions.
 module simdev.io/cluster/k8s
 
 go 1.24.0
