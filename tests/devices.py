@@ -62,6 +62,17 @@ class Devices:
 
         return wait_for(f"SimulatedDevice {name} to be Ready", ready, timeout)
 
+    def wait_counted(self, name: str, key: str, count: int, timeout: float = 60) -> dict[str, Any]:
+        """The Ready object once status.devices[key] is count. The counts follow the nodes'
+        reports, which the kubelet makes a moment after the plugin changed: a status that is
+        Ready for the latest spec may still count the nodes as they were."""
+
+        def counted() -> dict[str, Any] | None:
+            obj = self.wait_ready(name, timeout)
+            return obj if obj["status"].get("devices", {}).get(key) == count else None
+
+        return wait_for(f"SimulatedDevice {name} to count {key}={count}", counted, timeout)
+
     def delete(self, name: str) -> None:
         self.cluster.kubectl("delete", "simdev", name, "--timeout=150s", timeout=180)
 

@@ -75,8 +75,7 @@ def test_unhealthy_devices_leave_allocatable_and_come_back(devices: Devices) -> 
     patch_spec(cluster, name, faults=[fault])
     cluster.wait_allocatable(resource, 4, timeout=FOLLOW_SECONDS)
     assert set(capacity(cluster, resource).values()) == {6}
-    obj = devices.wait_ready(name)
-    assert obj["status"]["devices"]["unhealthy"] == 2 * len(cluster.nodes())
+    obj = devices.wait_counted(name, "unhealthy", 2 * len(cluster.nodes()))
     for row in node_rows(devices, name).values():
         assert (row["capacity"], row["allocatable"], row["activeFaults"]) == (6, 4, ["two-sick"])
     (entry,) = obj["status"]["faults"]

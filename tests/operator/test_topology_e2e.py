@@ -111,7 +111,7 @@ def test_replicas_multiply_node_capacity(devices: Devices) -> None:
     sick = {"name": "one-sick", "type": "Unhealthy", "devices": {"indices": [1]}}
     patch_spec(cluster, name, faults=[sick])
     cluster.wait_allocatable(resource, 6, timeout=FOLLOW_SECONDS)
-    assert devices.wait_ready(name)["status"]["devices"]["unhealthy"] == 3 * nodes
+    devices.wait_counted(name, "unhealthy", 3 * nodes)
 
 
 def test_spread_sharing_puts_two_replicas_on_two_devices(devices: Devices) -> None:
