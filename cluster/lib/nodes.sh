@@ -74,13 +74,14 @@ make_node_cgroups() {
 }
 
 # kill_cgroup_orphans: the processes left in the node's cgroups. A container whose shim was
-# killed lives on, re-parented, holding its node's namespace, cgroups and host ports; the
-# node's cgroup root is its own, so whatever is in it is the node's.
+# killed lives on, re-parented, holding its node's namespace, cgroups and host ports. An
+# extra node's cgroup root is its own, so whatever is in it is the node's; node 1's root is
+# the machine's, and only its kubelet's pod cgroups (kubepods) are the node's.
 kill_cgroup_orphans() {
-  local h pids
-  [ "$CGROUP_ROOT" != / ] || return 0
+  local h pids root=$CGROUP_ROOT
+  [ "$root" != / ] || root=/kubepods
   pids=$(for h in $(cgroup_hierarchies); do
-    [ ! -d "$h$CGROUP_ROOT" ] || find "$h$CGROUP_ROOT" -name cgroup.procs -exec cat {} +
+    [ ! -d "$h$root" ] || find "$h$root" -name cgroup.procs -exec cat {} +
   done | sort -u)
   [ -n "$pids" ] || return 0
   log "killing what is left in the cgroups of node $NODE_NAME: $(echo $pids)"

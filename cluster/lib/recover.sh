@@ -61,6 +61,7 @@ sweep_leftovers() {
       stop_daemon "$name"
     done
     kill_shims
+    kill_cgroup_orphans
     unmount_ours
   else
     stop_daemon "kubelet$SUFFIX"
@@ -106,10 +107,10 @@ stop_node_containers() {
 stop_node_runtime() {
   stop_daemon "containerd$SUFFIX"
   kill_shims
+  kill_cgroup_orphans
   if [ "$NODE_INDEX" -eq 1 ]; then
     unmount_ours
   else
-    kill_cgroup_orphans
     drop_node_ns
   fi
   rm -rf "$NODE_RUN/cni-ipam"

@@ -56,15 +56,16 @@ def leftovers(nodes: int) -> list[str]:
         if lines_of("ip", "link", "show", node_cfg["BRIDGE"]):
             found.append(f"link: {node_cfg['BRIDGE']}")
         found += [f"rule: {r}" for r in rules if node_cfg["POD_CIDR"] in r]
-        if node_cfg["CGROUP_ROOT"] != "/":
-            # An extra node's cgroups are its own: a process left there is one of its containers.
-            procs = Path("/sys/fs/cgroup/pids", node_cgroup(node_cfg)).rglob("cgroup.procs")
-            found += [f"process in {p.parent}: {p.read_text()}" for p in procs if p.read_text()]
+        # An extra node's cgroups are its own, node 1's pod cgroups (kubepods) too: a process
+        # left there is one of the node's containers.
+        procs = Path("/sys/fs/cgroup/pids", node_cgroup(node_cfg)).rglob("cgroup.procs")
+        found += [f"process in {p.parent}: {p.read_text()}" for p in procs if p.read_text()]
     return found
 
 
 def node_cgroup(node_cfg: dict[str, str]) -> str:
-    return node_cfg["CGROUP_ROOT"].lstrip("/")
+    """The node's own cgroups: an extra node's root, or node 1's pods (its root is "/")."""
+    return node_cfg["CGROUP_ROOT"].lstrip("/") or "kubepods"
 
 
 def run_busybox(cluster: Cluster, name: str, node: str) -> None:
